@@ -81,6 +81,11 @@ class ByteTokenizer(Tokenizer):
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         """Ids -> text. Invalid UTF-8 and ids outside [0, 259) become U+FFFD; the special ids
         are dropped (`skip_special`) or rendered as `<pad>`, `<bos>`, `<eos>`."""
+        if isinstance(ids, (list, tuple)):
+            try:  # fast path: every id is a byte
+                return bytes(ids).decode("utf-8", errors="replace")
+            except (ValueError, TypeError):
+                pass
         ids_T = _as_int_array(ids)
         is_byte_T = (ids_T >= 0) & (ids_T < 256)
         if skip_special:
