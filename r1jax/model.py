@@ -208,7 +208,8 @@ def rms_norm(x: Array, scale: Array, eps: float) -> Array:
     """RMSNorm computed in float32, returned in x's dtype."""
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+    scale = scale.astype(jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
+    return (y * scale).astype(x.dtype)
 
 
 def rope_frequencies(cfg: ModelConfig) -> Array:
@@ -244,9 +245,9 @@ def _qkv(layer: Params, x_BTD: Array, positions_BT: Array, cfg: ModelConfig, inv
     k = jnp.einsum("BTD,DKH->BTKH", x_BTD, layer["k"].astype(dt))
     v = jnp.einsum("BTD,DKH->BTKH", x_BTD, layer["v"].astype(dt))
     if cfg.qkv_bias:
-        q = q + layer["q_bias"].astype(dt)
-        k = k + layer["k_bias"].astype(dt)
-        v = v + layer["v_bias"].astype(dt)
+        q = q + layer["q_bias"].astype(dt)[None, None]
+        k = k + layer["k_bias"].astype(dt)[None, None]
+        v = v + layer["v_bias"].astype(dt)[None, None]
     return apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq), v
 
 
