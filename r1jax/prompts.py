@@ -1,18 +1,17 @@
 """Prompt templates: R1-Zero (full and short), zero-shot and few-shot chain of thought, direct
-answer, and chat-template rendering for instruct models (sandboxed jinja2, like HF).
+answer, and chat-template rendering for instruct models (sandboxed jinja2, like HF, compiled
+by r1jax.tokenizer).
 
 Every template is a `str.format` string with one field, `{question}`. A completion in the R1-Zero
 format starts right after the prompt with " <think>" (see `r1_completion`).
 """
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 
 import jinja2
-import jinja2.ext
-import jinja2.sandbox
+
+from r1jax.tokenizer import _compile_chat_template
 
 # Our own wording of the R1-Zero instruction: reason privately, then answer, inside tags.
 R1_ZERO = (
@@ -65,53 +64,21 @@ def few_shot_cot(question: str, examples: Sequence[tuple[str, str, str]]) -> str
 # Chat templates (instruct models)
 
 
-def _raise_exception(message: str) -> None:
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(value, ensure_ascii: bool = False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    # Same settings as Hugging Face transformers, so templates render identically.
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    return env
-
-
 def render_chat(chat_template: str, messages: Sequence[Mapping[str, str]], *,
                 add_generation_prompt: bool = True, **variables) -> str:
-    """Render `messages` ([{"role": …, "content": …}, …]) with a jinja chat template string.
-
-    The template runs in jinja2's immutable sandbox (it cannot reach python internals);
-    `variables` (e.g. bos_token="<s>") are passed to it. Errors raised by the template
-    (`raise_exception`) surface as ValueError.
+    """Render `messages` ([{"role": …, "content": …}, …]) with a jinja chat template string
+    (e.g. tokenizer_config.json's "chat_template"), as transformers' `apply_chat_template(…,
+    tokenize=False)` does: jinja2's immutable sandbox, so a template cannot reach python
+    internals. `variables` (bos_token="<s>", enable_thinking=False, …) reach the template.
+    Template errors (syntax, `raise_exception`) surface as ValueError.
     """
     for i, message in enumerate(messages):
         if "role" not in message or "content" not in message:
             raise ValueError(f"messages[{i}] needs 'role' and 'content', got {sorted(message)}")
     try:
-        template = _environment().from_string(chat_template)
-        return template.render(messages=list(messages),
-                               add_generation_prompt=add_generation_prompt, **variables)
-    except jinja2.exceptions.TemplateError as e:
+        template = _compile_chat_template(chat_template)
+        return template.render(messages=[dict(m) for m in messages],
+                               add_generation_prompt=add_generation_prompt,
+                               **{"tools": None, "documents": None, **variables})
+    except jinja2.TemplateError as e:
         raise ValueError(f"chat template failed: {e}") from e
-
-
-def load_chat_template(path: str) -> str:
-    """The "chat_template" string of a tokenizer_config.json (file or its folder)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "tokenizer_config.json")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    template = config.get("chat_template")
-    if isinstance(template, list):  # [{"name": "default", "template": …}, …]
-        named = {t.get("name"): t.get("template") for t in template}
-        template = named.get("default")
-    if not isinstance(template, str):
-        raise ValueError(f"{path}: no string 'chat_template' field")
-    return template
