@@ -1,0 +1,88 @@
+"""Per-token log-probabilities (and entropies) of sequences, with the LM head applied in chunks.
+
+At real vocabulary sizes a float32 [B, T, V] logits array does not fit (256 x 768 x 151,936
+x 4 B = 119 GB), so the trunk runs once to give hidden states [B, T, D] and the head is
+applied to `chunk` positions at a time inside a `lax.scan`: only a [B, chunk, V] logits
+block exists at any moment. The chunk body is rematerialised (`jax.checkpoint`), so the
+backward pass recomputes each block instead of storing all of them.
+
+Alignment: position t of the result scores token t + 1 given tokens 0..t, so a [B, T]
+sequence gives [B, T - 1] log-probs ("targets" are tokens[:, 1:]).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.model import ModelConfig, Params, ShardFn, hidden_states, logits_from_hidden
+
+Array = jax.Array
+
+
+def _chunk_stats(params: Params, cfg: ModelConfig, h_BCD: Array, targets_BC: Array, shard,
+                 with_entropy: bool) -> tuple[Array, Array | None]:
+    """Log-prob of each target and (optionally) the entropy of each position's distribution,
+    float32 [B, C]."""
+    logits_BCV = logits_from_hidden(params, h_BCD, cfg).astype(jnp.float32)
+    if shard is not None:
+        logits_BCV = shard(logits_BCV, ("batch", "length", "vocab"))
+    lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
+    target_BC = jnp.take_along_axis(logits_BCV, targets_BC[:, :, None], axis=-1)[:, :, 0]
+    if not with_entropy:
+        return target_BC - lse_BC, None
+    probs_BCV = jnp.exp(logits_BCV - lse_BC[:, :, None])
+    entropy_BC = lse_BC - jnp.sum(probs_BCV * logits_BCV, axis=-1)
+    return target_BC - lse_BC, entropy_BC
+
+
+def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: Array, *, chunk: int = 128,
+                   shard: ShardFn = None, with_entropy: bool = False
+                   ) -> Array | tuple[Array, Array]:
+    """log p(tokens[:, t+1] | tokens[:, :t+1]) for t = 0..T-2, float32 [B, T-1].
+
+    Args:
+      params, cfg: the model (`r1jax.model`).
+      tokens_BT: int [B, T], causal positions 0..T-1 (right padding is harmless: outputs at
+        padded targets are simply to be masked by the caller).
+      chunk: sequence positions per LM-head block; the largest logits array is
+        float32 [B, min(chunk, T-1), V]. Need not divide T - 1 (the tail is padded).
+      shard: optional activation-sharding callback (see `r1jax.model`).
+      with_entropy: also return the entropy (nats) of each predictive distribution at
+        temperature 1, float32 [B, T-1].
+
+    Returns:
+      logprobs_BT1, or (logprobs_BT1, entropy_BT1) when with_entropy.
+    """
+    if tokens_BT.ndim != 2 or tokens_BT.shape[1] < 2:
+        raise ValueError(f"tokens must be int [B, T] with T >= 2, got shape {tokens_BT.shape}")
+    if not isinstance(chunk, int) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    B, T = tokens_BT.shape
+    T1 = T - 1
+    C = min(chunk, T1)
+    n = math.ceil(T1 / C)
+    pad = n * C - T1
+    h_BTD = hidden_states(params, tokens_BT, cfg, shard)[:, :T1]
+    targets_BT = tokens_BT[:, 1:].astype(jnp.int32)
+    if pad:
+        h_BTD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
+        targets_BT = jnp.pad(targets_BT, ((0, 0), (0, pad)))
+    # [n, B, C, ...]: the scan runs over the leading chunk axis.
+    h_nBCD = h_BTD.reshape(B, n, C, -1).transpose(1, 0, 2, 3)
+    targets_nBC = targets_BT.reshape(B, n, C).transpose(1, 0, 2)
+
+    @jax.checkpoint
+    def body(params, h_BCD, targets_BC):
+        return _chunk_stats(params, cfg, h_BCD, targets_BC, shard, with_entropy)
+
+    def step(carry, xs):
+        return carry, body(params, *xs)
+
+    _, (lp_nBC, ent_nBC) = jax.lax.scan(step, None, (h_nBCD, targets_nBC))
+    logprobs = lp_nBC.transpose(1, 0, 2).reshape(B, n * C)[:, :T1]
+    if not with_entropy:
+        return logprobs
+    entropy = jax.lax.stop_gradient(ent_nBC.transpose(1, 0, 2).reshape(B, n * C)[:, :T1])
+    return logprobs, entropy
