@@ -2,8 +2,9 @@
 answer, and chat-template rendering for instruct models (sandboxed jinja2, like HF, compiled
 by r1jax.tokenizer).
 
-Every template is a `str.format` string with one field, `{question}`. A completion in the R1-Zero
-format starts right after the prompt with " <think>" (see `r1_completion`).
+Every template is a string with one field, `{question}`, filled by plain substitution (braces
+in a question are safe). A completion in the R1-Zero format starts right after the prompt with
+" <think>" (see `r1_completion`).
 """
 from __future__ import annotations
 
