@@ -24,7 +24,8 @@ setuptools.setup(
         "absl-py>=2.1",
         "tqdm>=4.66",
         "matplotlib>=3.8",
-        "jinja2>=3.1",
+        "jinja2>=3.1.6",
+        "tensorboardX>=2.6",
     ],
     extras_require={
         "test": [
