@@ -200,6 +200,8 @@ LANGUAGE_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset(_EN - _FR),
     "fr": frozenset(_FR - _EN),
 }
+_OTHER_WORDS = {lang: frozenset().union(*(w for k, w in LANGUAGE_WORDS.items() if k != lang))
+                for lang in LANGUAGE_WORDS}
 
 
 def reasoning_text(text: str) -> str:
@@ -224,8 +226,7 @@ def language_consistency_reward(text: str, lang: str) -> float:
     """
     if lang not in LANGUAGE_WORDS:
         raise ValueError(f"lang must be one of {sorted(LANGUAGE_WORDS)}, got {lang!r}")
-    target = LANGUAGE_WORDS[lang]
-    others = frozenset().union(*(w for k, w in LANGUAGE_WORDS.items() if k != lang))
+    target, others = LANGUAGE_WORDS[lang], _OTHER_WORDS[lang]
     hits = misses = 0
     for word in _WORD.findall(reasoning_text(text).lower()):
         if word in target:

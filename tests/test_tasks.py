@@ -266,3 +266,13 @@ def test_pass_at_k_against_brute_force():
         assert tasks.pass_at_k(n, c, k) == pytest.approx(ref)
     with pytest.raises(ValueError):
         tasks.pass_at_k(3, 4, 1)
+
+
+def test_data_layer_imports_neither_seqio_nor_tensorflow():
+    import subprocess
+    import sys
+    code = ("import sys, r1jax.tasks, r1jax.rewards, r1jax.prompts, r1jax.data; "
+            "bad = [m for m in ('seqio', 'tensorflow') if m in sys.modules]; "
+            "assert not bad, bad; "
+            "assert 'jax' not in vars(r1jax.tasks) and 'jax' not in vars(r1jax.rewards)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
