@@ -146,6 +146,14 @@ class CheckpointManager:
         """The best kept step by best_metric (None without a metric or steps)."""
         return self._manager.best_step() if self.best_metric is not None else None
 
+    def read_meta(self, step: Optional[int] = None) -> dict:
+        """The JSON part of `step` (default newest): extra, model_config, parts, rng_impl."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint steps in {self.directory}")
+        return self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
     # ------------------------------------------------------------------------- restoring
 
     def restore(self, step: Optional[int] = None, target: Optional[Mapping] = None
@@ -180,8 +188,7 @@ class CheckpointManager:
                                 f"(tried {sorted(steps, reverse=True)})")
 
     def _restore(self, step: int, target: Optional[Mapping]) -> Restored:
-        meta = self._manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        meta = self.read_meta(step)
         parts = meta.get("parts", list(_PARTS))
         if target is None:
             args = {name: ocp.args.StandardRestore() for name in parts}
