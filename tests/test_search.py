@@ -378,7 +378,8 @@ def test_prm_scorer_matches_prm_step_scores():
     tok = ByteTokenizer()
     cfg = ModelConfig(vocab_size=259, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
                       head_dim=16, d_ff=64, max_seq_len=128)
-    vparams = verifiers.init_verifier(init_params(cfg, jax.random.key(1)), cfg,
+    trunk = jax.jit(init_params, static_argnums=0)(cfg, jax.random.key(1))
+    vparams = verifiers.init_verifier(trunk, cfg,
                                       jax.random.key(2), scale=1.0)
     questions = ["Q1:", "Q22:", "Q:"]
     sols = [["1+1=2\n", "2+1=3\n"], ["a\n"], ["x\n", "y", "<answer>z</answer>"]]
