@@ -203,6 +203,7 @@ CFG = ModelConfig(vocab_size=8, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
                   d_ff=64, max_seq_len=16)
 PROMPTS = jnp.array([[1, 4], [2, 5]], jnp.int32)     # P = 2 prompts of length 2
 NEW = 2                                              # generated tokens per sample
+_init = jax.jit(lambda key: init_params(CFG, key))   # one compile, not op-by-op
 
 
 @jax.jit
@@ -242,7 +243,7 @@ def _p3(params):
 
 
 def test_sampler_logprobs_are_the_old_policy_at_temperature_one():
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     batch = _rollouts(params, jax.random.key(1))
     recomputed = grpo.compute_old_logprobs(params, CFG, batch["tokens"], batch["completion_mask"],
                                            chunk=2)
@@ -250,7 +251,7 @@ def test_sampler_logprobs_are_the_old_policy_at_temperature_one():
 
 
 def test_step_matches_loss_and_does_not_recompile():
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     gcfg = GRPOConfig(num_generations=8, beta=0.04, logprob_chunk=2)
     tx = make_optimizer(1e-2, total_steps=10, schedule="constant")
     step = grpo.make_grpo_step(CFG, tx, gcfg)
@@ -272,7 +273,7 @@ def test_step_matches_loss_and_does_not_recompile():
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean"])
 def test_grad_accum_equals_full_batch(aggregation):
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     batch = _rollouts(params, jax.random.key(1))
     # Unequal token counts per micro-batch: drop the second generated token in a few rows,
     # and overlong-filter one row.
@@ -295,7 +296,7 @@ def test_grad_accum_equals_full_batch(aggregation):
 
 
 def test_step_beta_zero_skips_reference_and_sharded_equals_unsharded():
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     batch = _rollouts(params, jax.random.key(1))
     tx = make_optimizer(1e-2, total_steps=10, schedule="constant")
     gcfg = GRPOConfig(beta=0.0, aggregation="token_mean", logprob_chunk=2)
@@ -322,7 +323,7 @@ def test_step_beta_zero_skips_reference_and_sharded_equals_unsharded():
 
 def test_grpo_learns_to_emit_token_3():
     """Reward = share of generated tokens equal to 3; GRPO on its own samples raises p(3)."""
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     gcfg = GRPOConfig(num_generations=8, beta=0.04, num_iterations=2, logprob_chunk=2)
     tx = make_optimizer(3e-2, total_steps=30, schedule="constant")
     step = grpo.make_grpo_step(CFG, tx, gcfg)

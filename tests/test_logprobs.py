@@ -10,11 +10,12 @@ from r1jax.model import ModelConfig, forward, init_params
 CFG = ModelConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                   d_ff=64, max_seq_len=64)
 B, T = 3, 13
+_init = jax.jit(lambda key: init_params(CFG, key))   # one compile, not op-by-op
 
 
 @pytest.fixture(scope="module")
 def setup():
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (B, T), 0, CFG.vocab_size, jnp.int32)
     return params, tokens
 
@@ -83,7 +84,7 @@ def test_no_full_length_vocab_array_forward_or_backward(setup):
 
 
 def test_bad_input():
-    params = init_params(CFG, jax.random.key(0))
+    params = _init(jax.random.key(0))
     with pytest.raises(ValueError, match="tokens"):
         token_logprobs(params, CFG, jnp.zeros((2, 1), jnp.int32))
     with pytest.raises(ValueError, match="chunk"):
