@@ -31,7 +31,7 @@ from typing import Any, Optional, Protocol
 import jax
 import numpy as np
 
-from r1jax import verifiers
+from r1jax import rewards, sampler, verifiers
 
 Array = jax.Array
 AnswerFn = Callable[[str], Optional[str]]
@@ -80,13 +80,9 @@ class SearchResult:
 Solution = tuple[Step, ...]
 
 
-def _default_answer_fn(text: str) -> Optional[str]:
-    from r1jax.rewards import extract_answer
-    return extract_answer(text)
-
-
 def _answer(solution: Solution, answer_fn: Optional[AnswerFn]) -> Optional[str]:
-    return (answer_fn or _default_answer_fn)("".join(s.text for s in solution))
+    """answer_fn (default `rewards.extract_answer`) of the solution text."""
+    return (answer_fn or rewards.extract_answer)("".join(s.text for s in solution))
 
 
 def _prefix(question: str, solution: Solution) -> str:
@@ -508,7 +504,7 @@ def mcts(proposer: StepProposer, value_fn: StepScorer, questions: Sequence[str],
                 ends[p], gen[p] = sol, gen[p] + t
         vals, vtok = _score(value_fn, [questions[p] for p in need], [ends[p] for p in need],
                             aggregation)
-        value = {p: _finite(v) if not math.isnan(v) else 0.0 for p, v in zip(need, vals)}
+        value = {p: 0.0 if math.isnan(v) else v for p, v in zip(need, vals)}
         for p, t in zip(need, vtok):
             ver[p] += t
         for p in live:
@@ -539,7 +535,8 @@ def _final_choice(root: Node, final: str, max_steps: int) -> tuple[float, Soluti
         return root.best if root.best is not None else (math.nan, ())
     node = root
     while node.children and not node.terminal(max_steps):
-        node = max(node.children, key=lambda ch: (ch.visits, ch.q, -node.children.index(ch)))
+        # max keeps the first of equal keys.
+        node = max(node.children, key=lambda ch: (ch.visits, ch.q))
     if node.terminal(max_steps):
         return node.q, node.solution
     return node.best
@@ -561,10 +558,7 @@ class RuleScorer:
     check: Optional[Callable[[str, str], float]] = None
 
     def score(self, questions, solutions):
-        if self.check is None:
-            from r1jax.rewards import accuracy_reward as check
-        else:
-            check = self.check
+        check = self.check or rewards.accuracy_reward
         out = []
         for q, steps in zip(questions, solutions):
             r = float(check("".join(steps), self.references[q]))
@@ -589,11 +583,11 @@ class SamplerProposer:
     shard: Any = None
 
     def propose(self, prefixes, n, key):
-        from r1jax import sampler
         tok = self.tokenizer
         prompts = [tok.encode(p, add_bos=self.add_bos) for p in prefixes]
         stop_tokens = tuple(self.sampling.stop_tokens)
-        if tok.eos_id is not None and tok.eos_id not in stop_tokens:
+        if (tok.eos_id is not None and tok.eos_id < self.cfg.vocab_size
+                and tok.eos_id not in stop_tokens):
             stop_tokens += (tok.eos_id,)
         stop_strings = tuple(dict.fromkeys((*self.sampling.stop_strings, self.delimiter)))
         sampling = dataclasses.replace(self.sampling, num_samples=n, stop_tokens=stop_tokens,
@@ -602,7 +596,7 @@ class SamplerProposer:
                                pad_id=tok.pad_id, shard=self.shard)
         tokens, lengths, logprobs = (np.asarray(x) for x in (out.tokens, out.lengths,
                                                              out.logprobs))
-        final_fn = self.final_fn or (lambda text: _default_answer_fn(text) is not None)
+        final_fn = self.final_fn or (lambda text: rewards.extract_answer(text) is not None)
         steps = []
         for p in range(len(prefixes)):
             row = []
@@ -636,10 +630,10 @@ class PRMScorer:
         batch = verifiers.make_prm_batch(self.tokenizer, questions, solutions,
                                          delimiter=self.delimiter, add_bos=self.add_bos)
         tokens, mask = batch["tokens"], batch["step_mask"]
-        T = -(-tokens.shape[1] // self.bucket) * self.bucket
-        if T > self.cfg.max_seq_len:
+        if tokens.shape[1] > self.cfg.max_seq_len:
             raise ValueError(f"a solution has {tokens.shape[1]} tokens, more than "
                              f"max_seq_len={self.cfg.max_seq_len}")
+        T = min(-(-tokens.shape[1] // self.bucket) * self.bucket, self.cfg.max_seq_len)
         B = len(solutions)
         rows = -(-B // self.batch_size) * self.batch_size
         tok = np.full((rows, T), self.tokenizer.pad_id, np.int32)

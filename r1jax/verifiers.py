@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from r1jax import model
+from r1jax import model, rewards
 from r1jax.model import ModelConfig
 
 Array = jax.Array
@@ -301,8 +301,7 @@ def mc_step_labels(rollout_fn: Callable[[list[str], Array], list[str]], question
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    if check is None:
-        from r1jax.rewards import accuracy_reward as check
+    check = check or rewards.accuracy_reward
     prefixes = [solution_text(question, steps[:i + 1], delimiter)
                 for i in range(len(steps)) for _ in range(k)]
     if not prefixes:

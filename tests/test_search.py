@@ -361,6 +361,10 @@ def test_rule_scorer_values_final_answers():
         answer_fn(text) == ans))
     scores, tokens = scorer.score(["Q:", "Q:"], [["1\n", "2\n"], ["2\n", "1\n", "0\n"]])
     assert scores == [[1.0, 1.0], [0.0, 0.0, 0.0]] and tokens == [0, 0]
+    # Default: rewards.accuracy_reward on the solution text.
+    scores, _ = search.RuleScorer({"Q:": "1000"}).score(
+        ["Q:", "Q:"], [["so\n", "<answer>1,000</answer>"], ["<answer>999</answer>"]])
+    assert scores == [[1.0, 1.0], [0.0]]
 
 
 def test_bad_arguments_raise():
@@ -393,3 +397,88 @@ def test_prm_scorer_matches_prm_step_scores():
         np.testing.assert_allclose(scores[b], ref[b, ends], rtol=1e-5, atol=1e-6)
         assert tokens[b] == len(row_ids) and len(scores[b]) == len(steps)
     assert len({round(x, 6) for row in scores for x in row}) > 3   # not constant
+
+
+# ----------------------------------------------------------------------------- sampler adapter
+
+def test_sampler_proposer_parses_steps(monkeypatch):
+    from r1jax import sampler
+    tok = ByteTokenizer()
+    rows = [tok.encode("ab\n"), tok.encode("<answer>1</answer>") + [tok.eos_id],
+            tok.encode("xyz1"), tok.encode("<answer>2</answer>\n")]
+    M = max(len(r) for r in rows)
+    seen = {}
+
+    def fake_generate(params, cfg, prompts, key, sampling, *, tokenizer=None, pad_id=0,
+                      shard=None):
+        seen.update(prompts=prompts, sampling=sampling, pad_id=pad_id)
+        P, N = len(prompts), sampling.num_samples
+        tokens = np.full((P, N, M), pad_id, np.int32)
+        lengths = np.zeros((P, N), np.int32)
+        for i in range(P * N):
+            r = rows[i % len(rows)]
+            tokens[i // N, i % N, :len(r)] = r
+            lengths[i // N, i % N] = len(r)
+        logprobs = np.where(tokens != pad_id, -0.5, 0.0).astype(np.float32)
+        return sampler.SampleOutput(tokens, lengths, logprobs, lengths > 0)
+
+    monkeypatch.setattr(sampler, "generate", fake_generate)
+    cfg = ModelConfig(vocab_size=259, d_model=8, n_layers=1, n_heads=1, n_kv_heads=1,
+                      head_dim=8, d_ff=8)
+    base = sampler.SamplingConfig(max_new_tokens=M, temperature=0.7, stop_strings=("##",))
+    prop = search.SamplerProposer(None, cfg, tok, base)
+    steps = prop.propose(["Q1:", "Q2:a\n"], 2, KEY)
+    assert seen["prompts"] == [tok.encode("Q1:", add_bos=True), tok.encode("Q2:a\n", add_bos=True)]
+    s = seen["sampling"]
+    assert s.num_samples == 2 and s.temperature == 0.7 and s.max_new_tokens == M
+    assert s.stop_strings == ("##", "\n") and s.stop_tokens == (tok.eos_id,)
+    assert seen["pad_id"] == tok.pad_id
+    texts = ["ab\n", "<answer>1</answer>", "xyz1", "<answer>2</answer>\n"]
+    assert [[x.text for x in row] for row in steps] == [texts[:2], texts[2:]]
+    # Final: stopped by EOS, truncated without a delimiter, or holding an answer.
+    assert [[x.is_final for x in row] for row in steps] == [[False, True], [True, True]]
+    assert [x.num_tokens for row in steps for x in row] == [len(r) for r in rows]
+    assert [x.logprob for row in steps for x in row] == [-0.5 * len(r) for r in rows]
+
+
+@pytest.mark.slow
+def test_sampler_proposer_and_prm_scorer_drive_beam_search():
+    from r1jax import sampler
+    tok = ByteTokenizer()
+    cfg = ModelConfig(vocab_size=259, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
+                      head_dim=16, d_ff=64, max_seq_len=128)
+    params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.key(1))
+    sampling = sampler.SamplingConfig(max_new_tokens=6, temperature=1.0)
+    # The adapter's steps are exactly what one batched generate call samples with that key.
+    prop = search.SamplerProposer(params, cfg, tok, sampling)
+    steps = prop.propose(["Q1:", "Q22:"], 3, KEY)
+    ref = sampler.generate(params, cfg, [tok.encode("Q1:", add_bos=True),
+                                         tok.encode("Q22:", add_bos=True)], KEY,
+                           sampler.SamplingConfig(max_new_tokens=6, num_samples=3,
+                                                  stop_tokens=(tok.eos_id,),
+                                                  stop_strings=("\n",)),
+                           tokenizer=tok, pad_id=tok.pad_id)
+    for p in range(2):
+        for i in range(3):
+            L = int(ref.lengths[p, i])
+            assert steps[p][i].text == tok.decode(np.asarray(ref.tokens[p, i, :L]).tolist())
+            assert steps[p][i].num_tokens == L
+    vparams = verifiers.init_verifier(params, cfg, jax.random.key(2), scale=1.0)
+    counting = TreeCounter(prop)
+    scorer = search.PRMScorer(vparams, cfg, tok, batch_size=8, bucket=32)
+    res = search.beam_search(counting, scorer, ["Q1:", "Q2:"], KEY, beam_width=2,
+                             expansions=2, max_steps=3, answer_fn=lambda t: t or None)
+    assert sum(r.generated_tokens for r in res) == counting.tokens > 0
+    assert all(r.verifier_tokens > 0 and 0 < r.score < 1 for r in res)
+
+
+class TreeCounter:
+    """Wraps a proposer and counts the tokens of every step it returns."""
+
+    def __init__(self, inner):
+        self.inner, self.tokens = inner, 0
+
+    def propose(self, prefixes, n, key):
+        out = self.inner.propose(prefixes, n, key)
+        self.tokens += sum(s.num_tokens for row in out for s in row)
+        return out

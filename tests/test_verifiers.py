@@ -1,7 +1,6 @@
 """Verifiers: encoding, scoring, aggregation, losses against hand-computed numbers, MC step
 labels, ROC AUC; and tiny ORM / PRM / Bradley-Terry models that learn a toy task."""
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +252,7 @@ def test_prm_learns_to_flag_the_wrong_step():
 
 
 @pytest.mark.slow
-def test_orm_and_bradley_terry_learn_correctness():
+def test_orm_learns_correctness():
     train_ex, held = chains(2, 64 * 16), chains(3, 300)
     orm_batches = []
     for i in range(0, len(train_ex), 64):
@@ -267,6 +266,9 @@ def test_orm_and_bradley_terry_learn_correctness():
     orm = np.asarray(verifiers.orm_scores(vp, CFG, hb["tokens"], hb["lengths"]))
     assert verifiers.roc_auc(orm, hb["labels"] > 0.5) >= 0.9
 
+
+@pytest.mark.slow
+def test_bradley_terry_learns_the_preference():
     # Preferences: the correct chain over a flawed one with the same question and length.
     def pairs(seed, n):
         good = [chain(np.random.default_rng([seed, i]), False) for i in range(n)]
