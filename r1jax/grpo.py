@@ -17,6 +17,9 @@ The update step works on rollouts laid out as full sequences:
   old_logprobs:    float32 [B, T-1] log-probs of the old policy at those positions
   advantages:      float32 [B]    one per sequence (`group_advantages`, flattened)
   truncated:       bool [B]       only with GRPOConfig.overlong_filter (`is_truncated`)
+  ref_logprobs:    float32 [B, T-1] optional: the reference policy's log-probs, precomputed
+                                  once with `ref_logprobs_fn` (saves a reference pass in each
+                                  of the mu iterations); otherwise the step computes them
 
 Old log-probs and temperature. The ratio compares the current and the old policy at
 temperature 1 (the policy being optimised is the untempered model). The sampler's log-probs
@@ -95,7 +98,7 @@ class GRPOConfig:
                              f"{self.overlong_cache_len!r}")
 
 
-# ----------------------------------------------------------------------------- rewards → advantages
+# ----------------------------------------------------------------------------- advantages
 
 def group_advantages(rewards_PG: Array, scale: str = "group_std") -> Array:
     """Group-relative advantages, float32 [P, G] from rewards [P, G].
@@ -275,7 +278,7 @@ def _check_rollouts(batch: dict, grpo_cfg: GRPOConfig) -> None:
             raise ValueError(f"GRPO batch is missing {key!r}; got keys {sorted(batch)}")
     B, T = batch["tokens"].shape
     expected = {"completion_mask": (B, T - 1), "old_logprobs": (B, T - 1), "advantages": (B,),
-                "truncated": (B,)}
+                "truncated": (B,), "ref_logprobs": (B, T - 1)}
     for key, shape in expected.items():
         if key in batch and batch[key].shape != shape:
             raise ValueError(f"GRPO batch {key!r} must be {shape} for tokens {(B, T)}, got "
@@ -287,7 +290,8 @@ def grpo_step(state: TrainState, ref_params: Optional[Params], batch: dict, cfg:
               ) -> tuple[TrainState, dict]:
     """One optimizer update on a batch of rollouts (pure; see `make_grpo_step`).
 
-    ref_params is not used (may be None) when beta == 0. The batch is split into
+    ref_params is not used (may be None) when beta == 0 or the batch carries "ref_logprobs".
+    It must not share buffers with state.params (the state is donated). The batch is split into
     grad_accum micro-batches; reference log-probs, the policy pass and its backward run per
     micro-batch. Micro-batch weights make the accumulated gradient equal the full-batch one
     (token counts for token_mean, equal weights otherwise). Metrics: those of `grpo_loss`
@@ -296,8 +300,9 @@ def grpo_step(state: TrainState, ref_params: Optional[Params], batch: dict, cfg:
     _check_rollouts(batch, grpo_cfg)
     chunk = grpo_cfg.logprob_chunk
     use_ref = grpo_cfg.beta != 0
-    if use_ref and ref_params is None:
-        raise ValueError(f"ref_params is None but GRPOConfig.beta = {grpo_cfg.beta}")
+    if use_ref and ref_params is None and "ref_logprobs" not in batch:
+        raise ValueError(f"ref_params is None and the batch has no 'ref_logprobs' but "
+                         f"GRPOConfig.beta = {grpo_cfg.beta}")
     max_len = grpo_cfg.max_len
 
     def mask_of(mb):
@@ -309,7 +314,9 @@ def grpo_step(state: TrainState, ref_params: Optional[Params], batch: dict, cfg:
     def loss_fn(params, mb):
         mask = mask_of(mb)
         ref_lp = None
-        if use_ref:
+        if use_ref and "ref_logprobs" in mb:
+            ref_lp = mb["ref_logprobs"]
+        elif use_ref:
             ref_lp = jax.lax.stop_gradient(
                 token_logprobs(ref_params, cfg, mb["tokens"], chunk=chunk, shard=shard))
         lp, entropy = token_logprobs(params, cfg, mb["tokens"], chunk=chunk, shard=shard,
@@ -335,8 +342,9 @@ def make_grpo_step(cfg: ModelConfig, tx: GradientTransformation, grpo_cfg: GRPOC
                    shard: ShardFn = None, state_sharding: Optional[Any] = None,
                    batch_sharding: Optional[Any] = None):
     """`grpo_step` jitted once: (state, ref_params, batch) -> (state, metrics), the state
-    donated. Pass ref_params=None when beta == 0. Shardings as in `r1jax.sft.make_sft_step`
-    (the reference parameters take state_sharding.params)."""
+    donated. Pass ref_params=None when beta == 0 or the batch carries "ref_logprobs".
+    Shardings as in `r1jax.sft.make_sft_step`; the
+    reference parameters keep the placement they are passed with."""
     def step(state, ref_params, batch):
         new_state, metrics = grpo_step(state, ref_params, batch, cfg, tx, grpo_cfg, shard)
         if state_sharding is not None:
@@ -345,7 +353,6 @@ def make_grpo_step(cfg: ModelConfig, tx: GradientTransformation, grpo_cfg: GRPOC
 
     kwargs = {}
     if state_sharding is not None or batch_sharding is not None:
-        use_ref = grpo_cfg.beta != 0 and state_sharding is not None
-        ref_sharding = state_sharding.params if use_ref else None
-        kwargs["in_shardings"] = (state_sharding, ref_sharding, batch_sharding)
+        # ref_params (possibly None) keep their own placement.
+        kwargs["in_shardings"] = (state_sharding, None, batch_sharding)
     return jax.jit(step, donate_argnums=0, **kwargs)

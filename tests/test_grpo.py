@@ -208,7 +208,7 @@ _init = jax.jit(lambda key: init_params(CFG, key))   # one compile, not op-by-op
 
 @jax.jit
 def _sample(params, key, prompts_PT):
-    """Categorical sampling at temperature 1 with a plain loop: tokens [P*G, T], logps [P*G, NEW]."""
+    """Categorical sampling at temperature 1, a plain loop: tokens [P*G, T], logps [P*G, NEW]."""
     G = 8
     tokens = jnp.repeat(prompts_PT, G, axis=0)
     logps = []
@@ -261,7 +261,7 @@ def test_step_matches_loss_and_does_not_recompile():
     ref_lp = grpo.ref_logprobs_fn(ref, CFG, batch["tokens"])
     expected, _ = jax.jit(lambda *a: grpo_loss(*a, beta=0.04))(
         lp, batch["old_logprobs"], ref_lp, batch["advantages"], batch["completion_mask"])
-    state = TrainState.create(params, tx)
+    state = TrainState.create(_copy(params), tx)
     for i in range(3):       # the caller's mu iterations: same rollouts, old log-probs fixed
         state, metrics = step(state, ref, batch)
         if i == 0:
@@ -269,6 +269,12 @@ def test_step_matches_loss_and_does_not_recompile():
             np.testing.assert_allclose(metrics["ratio_mean"], 1.0, atol=1e-5)
     assert int(state.step) == 3
     assert step._cache_size() == 1
+    # Reference log-probs precomputed once (for mu > 1) give the same update, no ref_params.
+    states = [TrainState.create(_copy(params), tx) for _ in range(2)]
+    a = step(states[0], ref, batch)
+    b = step(states[1], None, dict(batch, ref_logprobs=ref_lp))
+    np.testing.assert_allclose(a[1]["loss"], b[1]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(a[1]["kl"], b[1]["kl"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean"])
@@ -303,7 +309,7 @@ def test_step_beta_zero_skips_reference_and_sharded_equals_unsharded():
     state, metrics = grpo.make_grpo_step(CFG, tx, gcfg)(TrainState.create(_copy(params), tx),
                                                         None, batch)
     assert float(metrics["kl"]) == 0.0
-    with pytest.raises(ValueError, match="ref_params is None"):
+    with pytest.raises(ValueError, match="ref_params is None and the batch has no"):
         grpo.make_grpo_step(CFG, tx, GRPOConfig(beta=0.1))(TrainState.create(params, tx),
                                                            None, batch)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
