@@ -16,6 +16,7 @@ per row at per-row positions, each returning the new cache.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -167,6 +168,11 @@ def param_shapes(cfg: ModelConfig) -> Params:
 
 def init_params(cfg: ModelConfig, key: Array) -> Params:
     """Random parameters: normal(0, 1/sqrt(fan_in)) matrices, unit norms, zero biases."""
+    return _init_params_jit(cfg, key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params_jit(cfg: ModelConfig, key: Array) -> Params:
     L, D, N, K, H, F, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads,
                            cfg.head_dim, cfg.d_ff, cfg.vocab_size)
     keys = iter(jax.random.split(key, 9))

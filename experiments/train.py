@@ -1,0 +1,29 @@
+"""Runs one config: `python experiments/train.py --config configs/r1_zero.py:tiny --workdir runs/x`.
+
+Any field can be overridden (`--config.grpo.beta=0.0`); a misspelt field fails with its name.
+Starting again with the same --workdir resumes from the last checkpoint.
+"""
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/r1_zero.py:tiny",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from r1jax import r1_zero
+    results = r1_zero.run(_CONFIG.value, _WORKDIR.value)
+    print(r1_zero.results_table(results))
+    print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
+    print(json.dumps({k: results[k] for k in ("base_accuracy", "final_accuracy", "format_rate")}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,179 @@
+"""Training loops: exact resume after preemption, NaN stops with the checkpoint intact,
+the GRPO batch layout, and dynamic sampling."""
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from r1jax import checkpoint, evaluation, grpo, model, sampler, tasks, train
+from r1jax.reporting import MetricWriter, read_metrics
+from r1jax.tokenizer import ByteTokenizer
+
+TOK = ByteTokenizer()
+CFG = model.ModelConfig(vocab_size=264, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                        head_dim=8, d_ff=64, max_seq_len=256)
+
+
+def _sft_data(n=64, length=96):
+    pairs = tasks.base_corpus(0, n, {"arithmetic": 1.0}, difficulty={"arithmetic": {
+        "num_ops": 1, "digits": 1}})
+    return train.encode_pairs(TOK, pairs, length)
+
+
+def _params(seed=0):
+    return model.init_params(CFG, jax.random.key(seed))
+
+
+def _assert_trees_equal(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def test_encode_pairs_masks_the_completion_and_eos():
+    tokens, mask = train.encode_pairs(TOK, [("Q:1+1", " 2")], 12)
+    assert TOK.decode(tokens[0, :5].tolist()) == "Q:1+1"
+    np.testing.assert_array_equal(tokens[0, 5:8], TOK.encode(" 2") + [TOK.eos_id])
+    np.testing.assert_array_equal(mask[0], [0] * 5 + [1] * 3 + [0] * 4)
+    with pytest.raises(ValueError, match="example 0"):
+        train.encode_pairs(TOK, [("x" * 20, "y")], 12)
+
+
+def test_sft_resume_after_preemption_equals_uninterrupted(tmp_path):
+    tokens, mask = _sft_data()
+    loop = train.LoopConfig(steps=6, learning_rate=1e-2, checkpoint_every=100, seed=3)
+    full = train.run_sft(_params(), CFG, tokens, mask, loop, str(tmp_path / "a"), batch_size=8,
+                         show_progress=False)
+
+    calls = {"n": 0}
+    real_step = train.sft.make_sft_step
+
+    def preempting_step(*args, **kwargs):  # delivers SIGTERM during the third step
+        fn = real_step(*args, **kwargs)
+
+        def step(state, batch):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return fn(state, batch)
+        return step
+
+    train.sft.make_sft_step = preempting_step
+    try:
+        with pytest.raises(train.Preempted, match="after step 3"):
+            train.run_sft(_params(), CFG, tokens, mask, loop, str(tmp_path / "b"), batch_size=8,
+                          show_progress=False)
+    finally:
+        train.sft.make_sft_step = real_step
+    resumed = train.run_sft(_params(), CFG, tokens, mask, loop, str(tmp_path / "b"),
+                            batch_size=8, show_progress=False)
+    _assert_trees_equal(full, resumed)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    tokens, mask = _sft_data()
+    loop = train.LoopConfig(steps=6, learning_rate=1e-2, checkpoint_every=2, seed=0)
+    # Poison rows that step 3 draws and no earlier step does.
+    drawn = [set(np.random.default_rng((loop.seed, s)).integers(0, len(tokens), 8))
+             for s in range(4)]
+    rows = sorted(drawn[3] - drawn[0] - drawn[1] - drawn[2])
+    assert rows
+    bad_mask = mask.copy()
+    bad_mask[rows] = np.nan
+    with pytest.raises(train.NonFiniteError, match="step 3"):
+        train.run_sft(_params(), CFG, tokens, bad_mask, loop, str(tmp_path), batch_size=8,
+                      show_progress=False)
+    manager = checkpoint.CheckpointManager(str(tmp_path))
+    assert manager.latest_step() == 2
+    state = train.TrainState.create(_params(), train._optimizer(loop))
+    restored = manager.restore(target={"params": state.params, "opt_state": state.opt_state})
+    assert restored.step == 2
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.params))
+
+
+def _rollouts(prompts_text, G=3, M=6, seed=0):
+    sampling = sampler.SamplingConfig(max_new_tokens=M, num_samples=G, temperature=1.0)
+    return evaluation.sample_completions(_params(), CFG, TOK, prompts_text,
+                                         jax.random.key(seed), sampling)
+
+
+def test_grpo_batch_places_completions_and_logprobs_at_target_positions():
+    roll = _rollouts(["ab", "cdef"])
+    adv = np.arange(6, dtype=np.float32).reshape(2, 3)
+    batch = train.build_grpo_batch(roll, adv, 16, TOK.pad_id, TOK.eos_id)
+    assert batch["tokens"].shape == (6, 16) and batch["completion_mask"].shape == (6, 15)
+    for p, prompt in enumerate(roll.prompt_ids):
+        for g in range(3):
+            b, n = p * 3 + g, int(roll.out.lengths[p, g])
+            row = batch["tokens"][b]
+            assert row[:len(prompt)].tolist() == prompt
+            assert row[len(prompt):len(prompt) + n].tolist() == \
+                roll.out.tokens[p, g, :n].tolist()
+            cols = np.flatnonzero(batch["completion_mask"][b])
+            np.testing.assert_array_equal(cols, np.arange(len(prompt) - 1, len(prompt) - 1 + n))
+            np.testing.assert_array_equal(batch["old_logprobs"][b, cols],
+                                          roll.out.logprobs[p, g, :n])
+            assert batch["advantages"][b] == adv[p, g]
+    # The sampler's log-probs (temperature 1) are the policy's own at those positions.
+    lp = grpo.ref_logprobs_fn(_params(), CFG, batch["tokens"], batch["completion_mask"])
+    np.testing.assert_allclose(lp, batch["old_logprobs"], atol=1e-4)
+
+
+def _toy_rollout(**kw):
+    return train.RolloutConfig(prompts_per_step=2, max_new_tokens=6, max_prompt_tokens=32, **kw)
+
+
+def test_dynamic_sampling_refills_with_informative_groups():
+    problems = tasks.generate("arithmetic", 0, 8, num_ops=1, digits=1)
+    calls = []
+
+    def draw(round_):
+        calls.append(round_)
+        return problems[2 * round_:2 * round_ + 2]
+
+    gcfg = grpo.GRPOConfig(num_generations=3, dynamic_sampling=True)
+    probs, roll, rew, stats = train.collect_rollouts(_params(), CFG, TOK, draw, jax.random.key(0),
+                                                     _toy_rollout(max_refills=3), gcfg)
+    # An untrained model never answers correctly and never formats: every group is uniform,
+    # so all refill rounds are used and the fallback keeps the batch shape.
+    assert calls == [0, 1, 2, 3]
+    assert stats["groups_kept"] == 0 and rew["reward"].shape == (2, 3)
+    assert roll.out.tokens.shape == (2, 3, 6)
+
+
+def _length_reward(problems, texts):
+    """A reward that varies within groups even for an untrained model."""
+    return {"reward": np.array([[len(t) % 3 / 2 for t in row] for row in texts], np.float32)}
+
+
+def test_grpo_resume_after_preemption_equals_uninterrupted(tmp_path):
+    problems = tasks.generate("arithmetic", 0, 64, num_ops=1, digits=1)
+
+    def train_problems(step, round_):
+        return problems[2 * step:2 * step + 2]
+
+    loop = train.LoopConfig(steps=4, learning_rate=1e-2, checkpoint_every=100, seed=1)
+    gcfg = grpo.GRPOConfig(num_generations=3, beta=0.04)
+    rollout = _toy_rollout()
+    full = train.run_grpo(_params(), CFG, TOK, train_problems, loop, rollout, gcfg,
+                          str(tmp_path / "a"), reward_fn=_length_reward, show_progress=False)
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(np.asarray(a - b)).max(), full,
+                                         _params()))
+    assert max(moved) > 1e-4  # the rewards vary, so the policy really is updated
+
+    def preempting(step, round_):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_problems(step, round_)
+
+    writer = MetricWriter(str(tmp_path / "b"))
+    with pytest.raises(train.Preempted, match="after step 3"):
+        train.run_grpo(_params(), CFG, TOK, preempting, loop, rollout, gcfg, str(tmp_path / "b"),
+                       writer=writer, reward_fn=_length_reward, show_progress=False)
+    resumed = train.run_grpo(_params(), CFG, TOK, train_problems, loop, rollout, gcfg,
+                             str(tmp_path / "b"), writer=writer, reward_fn=_length_reward,
+                             show_progress=False)
+    writer.close()
+    _assert_trees_equal(full, resumed)
+    rows = read_metrics(str(tmp_path / "b" / "metrics.jsonl"), "grpo")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
