@@ -288,6 +288,19 @@ def _stop_string_step(tail_BM: Array, tok_B: Array, tables: dict, patterns: tupl
 
 # ----------------------------------------------------------------------------- jitted cores
 
+def _head_logits(params, h_BD: Array, cfg: model_lib.ModelConfig) -> Array:
+    """Logits [B, V] (compute dtype) from final hidden states [B, D].
+
+    With tied embeddings on CPU the product is formed as [V, B] = E_VD h_DB: XLA:CPU's GEMM
+    streams the [V, D] table about 30% faster that way than as h_BD E_VD^T at small batch
+    (measured at V = 32000, D = 512, B = 8). Other backends pick their own layouts.
+    """
+    if cfg.tie_embeddings and jax.default_backend() == "cpu":
+        embed_VD = params["embed"].astype(h_BD.dtype)
+        return jnp.einsum("VD,BD->VB", embed_VD, h_BD).T
+    return model_lib.logits_from_hidden(params, h_BD, cfg)
+
+
 def _batch_shard(shard, x: Array) -> Array:
     return shard(x, ("batch",) + (None,) * (x.ndim - 1))
 
@@ -360,9 +373,9 @@ def _decode_fn(params, cache: dict, logits_BV: Array, pos_B: Array, key: Array, 
         new["lengths"] = jnp.where(active, t + 1, state["lengths"])
         new["stopped"] = state["stopped"] | hit
         new["done"] = state["done"] | hit | (t + 1 >= knobs["max_new"])
-        logits, new["cache"] = model_lib.decode_step(params, state["cache"], tok_B,
-                                                     state["pos"], cfg, shard)
-        new["logits"] = _batch_shard(sh, logits)
+        h_BD, new["cache"] = model_lib.decode_step(params, state["cache"], tok_B,
+                                                   state["pos"], cfg, shard, head=False)
+        new["logits"] = _batch_shard(sh, _head_logits(params, h_BD, cfg))
         new["pos"] = state["pos"] + 1
         new["step"] = t + 1
         return new, None

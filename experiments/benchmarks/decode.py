@@ -50,7 +50,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed r1jax calls (best kept)")
     p.add_argument("--skip-hf", action="store_true", help="time r1jax only")
     p.add_argument("--sampled", action="store_true",
-                   help="also time r1jax at temperature 1, top_p 0.95")
+                   help="also time r1jax sampling at temperature 1 (no truncation)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="cpu: 1 pins both torch and XLA to one thread (a fairer comparison on "
+                        "a shared, loaded machine); 0 = library defaults (all cores)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     gpu = args.device == "gpu"
@@ -134,11 +137,19 @@ def main(argv=None):
     args = parse_args(argv)
     if args.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        if args.threads == 1:
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       " --xla_cpu_multi_thread_eigen=false"
+                                       " intra_op_parallelism_threads=1")
+    else:  # leave GPU memory for the torch model beside jax's pool
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.6")
     import jax
     import jax.numpy as jnp
     import torch
     import transformers
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg, params, hf_model = build_models(args, torch, transformers, jax)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
@@ -150,7 +161,8 @@ def main(argv=None):
             "cpu_count": os.cpu_count(), "jax": jax.__version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "params": n_params,
             "dtype": args.dtype, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-            "copy_bandwidth_GBps": bw / 1e9, "argv": sys.argv[1:]}
+            "copy_bandwidth_GBps": bw / 1e9, "threads": args.threads or os.cpu_count(),
+            "load_avg": os.getloadavg(), "argv": sys.argv[1:]}
     print(json.dumps(info))
     rng = np.random.default_rng(0)
     results = []
@@ -167,7 +179,7 @@ def main(argv=None):
         row.update(r1jax_tok_s=r1_tps, r1jax_frac_bound=r1_tps / bound)
         if args.sampled:
             tps, _ = time_r1jax(jax, cfg, params, prompts, n_samples, args.new_tokens,
-                                args.repeats, temperature=1.0, top_p=0.95)
+                                args.repeats, temperature=1.0)
             row.update(r1jax_sampled_tok_s=tps, r1jax_sampled_frac_bound=tps / bound)
         if not args.skip_hf:
             hf_tps, hf_tokens = time_hf(torch, hf_model, prompts, n_samples, args.new_tokens,
