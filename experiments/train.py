@@ -6,7 +6,7 @@ Starting again with the same --workdir resumes from the last checkpoint.
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/r1_zero.py:tiny",
@@ -18,6 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     from r1jax import r1_zero
     results = r1_zero.run(_CONFIG.value, _WORKDIR.value)
     print(r1_zero.results_table(results))

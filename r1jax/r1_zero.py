@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from r1jax import evaluation, grpo, model, tasks, train
+from r1jax import evaluation, grpo, model, prompts, tasks, train
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 from r1jax.tokenizer import ByteTokenizer
 
@@ -68,9 +68,38 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
     return cfg, tok, params
 
 
+def settings(c) -> tuple[grpo.GRPOConfig, train.RolloutConfig, train.LoopConfig]:
+    """The validated GRPO, rollout and loop settings of config `c`; a bad value fails here,
+    naming its field, before any work starts."""
+    if c.task.name not in tasks.TASK_NAMES + ("gsm8k", "math"):
+        raise ValueError(f"config.task.name must be one of {tasks.TASK_NAMES + ('gsm8k', 'math')}"
+                         f", got {c.task.name!r}")
+    if c.task.template not in prompts.TEMPLATES:
+        raise ValueError(f"config.task.template must be one of {sorted(prompts.TEMPLATES)}, got "
+                         f"{c.task.template!r}")
+    grpo_cfg = grpo.GRPOConfig(
+        num_generations=c.grpo.num_generations, beta=c.grpo.beta,
+        epsilon_low=c.grpo.epsilon_low, epsilon_high=c.grpo.epsilon_high,
+        num_iterations=c.grpo.num_iterations, aggregation=c.grpo.aggregation,
+        advantage_scale=c.grpo.advantage_scale, dynamic_sampling=c.grpo.dynamic_sampling,
+        overlong_filter=c.grpo.overlong_filter, grad_accum=c.grpo.grad_accum,
+        max_len=c.grpo.max_new_tokens)
+    rollout = train.RolloutConfig(
+        prompts_per_step=c.grpo.prompts_per_step, max_new_tokens=c.grpo.max_new_tokens,
+        max_prompt_tokens=c.grpo.max_prompt_tokens, temperature=c.grpo.temperature,
+        template=c.task.template, accuracy_weight=c.grpo.accuracy_weight,
+        format_weight=c.grpo.format_weight, language_weight=c.grpo.language_weight)
+    loop = train.LoopConfig(steps=c.grpo.steps, learning_rate=c.grpo.learning_rate,
+                            warmup_steps=c.grpo.warmup_steps, schedule="constant",
+                            checkpoint_every=c.checkpoint_every,
+                            keep_checkpoints=c.keep_checkpoints, seed=c.seed)
+    return grpo_cfg, rollout, loop
+
+
 def run(c, workdir: str, show_progress: bool = True) -> dict:
     """Runs the experiment of config `c` in `workdir`; returns (and writes) the results."""
     t_start = time.time()
+    grpo_cfg, rollout, loop = settings(c)
     os.makedirs(workdir, exist_ok=True)
     writer = MetricWriter(workdir)
     cfg, tok, params = base_model(c, workdir, writer, show_progress)
@@ -86,21 +115,6 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     base = evaluate(params, 0)
     writer.write(0, {f"eval_{k}": v for k, v in base.items() if isinstance(v, (int, float))},
                  "grpo")
-    grpo_cfg = grpo.GRPOConfig(
-        num_generations=c.grpo.num_generations, beta=c.grpo.beta,
-        epsilon_low=c.grpo.epsilon_low, epsilon_high=c.grpo.epsilon_high,
-        num_iterations=c.grpo.num_iterations, aggregation=c.grpo.aggregation,
-        advantage_scale=c.grpo.advantage_scale, dynamic_sampling=c.grpo.dynamic_sampling,
-        overlong_filter=c.grpo.overlong_filter, grad_accum=c.grpo.grad_accum)
-    rollout = train.RolloutConfig(
-        prompts_per_step=c.grpo.prompts_per_step, max_new_tokens=c.grpo.max_new_tokens,
-        max_prompt_tokens=c.grpo.max_prompt_tokens, temperature=c.grpo.temperature,
-        template=c.task.template, accuracy_weight=c.grpo.accuracy_weight,
-        format_weight=c.grpo.format_weight, language_weight=c.grpo.language_weight)
-    loop = train.LoopConfig(steps=c.grpo.steps, learning_rate=c.grpo.learning_rate,
-                            warmup_steps=c.grpo.warmup_steps, schedule="constant",
-                            checkpoint_every=c.checkpoint_every,
-                            keep_checkpoints=c.keep_checkpoints, seed=c.seed)
     if c.task.name in tasks.TASK_NAMES:
         def train_problems(step, round_):
             return tasks.generate(c.task.name, c.seed * 1_000_003 + step * 97 + round_,

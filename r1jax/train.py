@@ -118,6 +118,8 @@ def _restore_or(manager: ckpt_lib.CheckpointManager, state: TrainState):
 
 def _save(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, stage: str,
           force: bool = False) -> None:
+    if step in manager.all_steps():  # the final save of a run that already saved this step
+        return
     manager.save(step, params=state.params, opt_state=state.opt_state,
                  extra={"stage": stage}, force=force)
 
@@ -156,8 +158,8 @@ def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
                     raise Preempted(f"{stage} preempted after step {step + 1}; checkpoint saved")
         if pending is not None:
             _log_step(*pending, loop, writer, bar, stage, force=True)
-        _save(manager, loop.steps, state, stage, force=True)
         manager.wait()
+        _save(manager, loop.steps, state, stage, force=True)
     return state.params
 
 
@@ -338,6 +340,6 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                 if flag["stop"]:
                     manager.wait()
                     raise Preempted(f"{stage} preempted after step {step + 1}; checkpoint saved")
-        _save(manager, loop.steps, state, stage, force=True)
         manager.wait()
+        _save(manager, loop.steps, state, stage, force=True)
     return state.params
