@@ -1,0 +1,586 @@
+"""The test-time scaling experiment: accuracy against generated tokens for every search method.
+
+`run(config, workdir)` takes a `configs/test_time_scaling.py` config and
+
+1. gets the base policy with `r1_zero.base_model` (the tiny model pretrained into
+   `<base_workdir or workdir>/base`, reused when it is there; or a local HF folder);
+2. trains an ORM and a PRM (value heads over copies of the policy trunk, `r1jax.verifiers`) on
+   the policy's own samples on train problems: outcome labels from the task checker, step labels
+   from Monte Carlo rollouts (`verifiers.mc_step_labels`; see configs/verifier.py for the
+   labelling and its shortcut), and reports their ROC AUC on held-out samples;
+3. on held-out test problems measures accuracy and generated tokens per problem for greedy
+   decoding, majority vote, Best-of-N by ORM and by PRM, weighted BoN (PRM), beam search, DVTS
+   and MCTS. Vote/BoN: max(budgets) samples are drawn once per problem and split into disjoint
+   groups of N; accuracy and tokens are averaged over the groups. Tree search: one run per N in
+   `search_budgets`;
+4. writes `results.json`, `results.md` (a markdown table) and `tts.png` (accuracy against
+   generated tokens, log x, 95% Wilson bands) into the workdir.
+
+Intervals are 95% Wilson intervals over the P held-out problems (for the group-averaged
+vote/BoN accuracies, k = accuracy * P: the problems are the unit of independence).
+Tokens are generated tokens per problem (prompt tokens and verifier reads not counted; the
+verifier tokens are reported beside them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from r1jax import prompts as prompts_lib
+from r1jax import r1_zero, rewards, sampler, search, tasks, verifiers
+from r1jax.reporting import MetricWriter
+
+Solution = tuple[search.Step, ...]
+VOTE_METHODS = ("majority", "bon_orm", "bon_prm", "weighted_bon")
+SEARCH_METHODS = ("beam", "dvts", "mcts")
+LABELS = {"greedy": "greedy", "majority": "majority vote", "bon_orm": "BoN (ORM)",
+          "bon_prm": "BoN (PRM)", "weighted_bon": "weighted BoN (PRM)", "beam": "beam search (PRM)",
+          "dvts": "DVTS (PRM)", "mcts": "MCTS", "pass_at_n": "pass@N (oracle)"}
+
+
+def _log(msg: str) -> None:
+    print(f"[tts] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def split_steps(tokenizer, ids: Sequence[int], logprobs: Sequence[float], delimiter: str
+                ) -> Solution:
+    """A sampled completion (ids up to and including its stop token) as search Steps: a step
+    ends at the token that completes a `delimiter` (the delimiter stays in the step, as with
+    `search.SamplerProposer`); the last step is final. Token counts add up to len(ids)."""
+    steps, start, tail = [], 0, ""
+    ids = [int(t) for t in ids]
+
+    def step(end, final):
+        return search.Step(tokenizer.decode(ids[start:end]), final, end - start,
+                           float(np.sum(logprobs[start:end])))
+
+    for i, t in enumerate(ids[:-1]):
+        tail += tokenizer.decode([t])
+        if delimiter in tail:
+            steps.append(step(i + 1, False))
+            start, tail = i + 1, ""
+    steps.append(step(len(ids), True))
+    return tuple(steps)
+
+
+def sample_solutions(params, cfg, tokenizer, prompt_texts: Sequence[str], n: int, key,
+                     *, max_new_tokens: int, temperature: float, delimiter: str,
+                     batch_rows: int = 2048) -> list[list[Solution]]:
+    """n whole completions per prompt ([P][n]), each split into steps; one `generate` call per
+    chunk of prompts (at most batch_rows = prompts x n rows), stopping at EOS."""
+    sampling = sampler.SamplingConfig(max_new_tokens=max_new_tokens, num_samples=n,
+                                      temperature=temperature, stop_tokens=(tokenizer.eos_id,))
+    size = max(1, batch_rows // n)
+    out = []
+    for c, s in enumerate(range(0, len(prompt_texts), size)):
+        ids = [tokenizer.encode(p) for p in prompt_texts[s:s + size]]
+        o = sampler.generate(params, cfg, ids, jax.random.fold_in(key, c), sampling,
+                             tokenizer=tokenizer, pad_id=tokenizer.pad_id)
+        toks, lens, lps = (np.asarray(x) for x in (o.tokens, o.lengths, o.logprobs))
+        for p in range(len(ids)):
+            out.append([split_steps(tokenizer, toks[p, i, :lens[p, i]], lps[p, i, :lens[p, i]],
+                                    delimiter) for i in range(n)])
+    return out
+
+
+@dataclasses.dataclass
+class ChunkedProposer:
+    """A `search.StepProposer` that splits large `propose` calls into chunks of at most
+    max_rows = prefixes x n rows (bounds the sampler's KV-cache memory)."""
+    inner: Any
+    max_rows: int
+
+    def propose(self, prefixes, n, key):
+        size = max(1, self.max_rows // n)
+        out = []
+        for c, s in enumerate(range(0, len(prefixes), size)):
+            out += self.inner.propose(list(prefixes[s:s + size]), n, jax.random.fold_in(key, c))
+        return out
+
+
+def _text(sol: Solution) -> str:
+    return "".join(s.text for s in sol)
+
+
+def _correct(problem: tasks.Problem, answer: Optional[str]) -> bool:
+    return tasks.check(problem, answer)
+
+
+# ----------------------------------------------------------------------------- verifier data
+
+def label_samples(c, cfg, tokenizer, params, problems: Sequence[tasks.Problem], key
+                  ) -> list[dict]:
+    """Labelled verifier examples from the policy's samples (or worked solutions with
+    c.verifier.labels == "gold"): dicts with prompt, steps (texts), outcome (0/1), step labels
+    (one per step) and the index of the problem."""
+    vc = c.verifier
+    delim = tasks.STEP_DELIMITER
+    prompt_texts = [prompts_lib.render(c.task.template, p.question) for p in problems]
+    if vc.labels == "gold":
+        return _gold_examples(c, problems, prompt_texts)
+    if vc.labels != "mc":
+        raise ValueError(f"config.verifier.labels must be 'mc' or 'gold', got {vc.labels!r}")
+    k_sample, k_roll = jax.random.split(key)
+    sols = sample_solutions(params, cfg, tokenizer, prompt_texts, vc.samples_per_problem,
+                            k_sample, max_new_tokens=c.tts.max_new_tokens,
+                            temperature=vc.temperature, delimiter=delim,
+                            batch_rows=c.tts.batch_rows)
+    examples = []
+    for i, (problem, prompt, row) in enumerate(zip(problems, prompt_texts, sols)):
+        for sol in row:
+            ok = _correct(problem, rewards.extract_answer(_text(sol)))
+            examples.append({"problem": i, "prompt": prompt, "steps": [s.text for s in sol],
+                             "outcome": float(ok)})
+    # Rollouts from each non-final step prefix: hard labels of correct samples are all 1 (the
+    # sample completes each of its prefixes correctly), so only the others need rollouts.
+    need = [e for e in examples if len(e["steps"]) > 1 and (vc.soft_labels or not e["outcome"])]
+    prefixes = list(dict.fromkeys(verifiers.solution_text(e["prompt"], e["steps"][:j + 1], delim)
+                                  for e in need for j in range(len(e["steps"]) - 1)))
+    completions = _rollouts(c, cfg, tokenizer, params, prefixes, k_roll)
+    need_ids = {id(e) for e in need}
+    for e in examples:
+        if id(e) not in need_ids:
+            e["labels"] = [e["outcome"]] * len(e["steps"])
+            continue
+        pools = {}
+
+        def rollout_fn(texts, _key, pools=pools):
+            return [pools.setdefault(t, iter(completions[t])).__next__() for t in texts]
+
+        problem = problems[e["problem"]]
+        hard, soft = verifiers.mc_step_labels(
+            rollout_fn, e["prompt"], e["steps"][:-1], problem.answer, vc.mc_rollouts,
+            key, delimiter=delim, check=lambda text, _a, p=problem: tasks.task_accuracy_reward(
+                p, text))
+        e["labels"] = (soft if vc.soft_labels else hard) + [e["outcome"]]
+    return examples
+
+
+def _rollouts(c, cfg, tokenizer, params, prefixes: Sequence[str], key) -> dict[str, list[str]]:
+    """k = c.verifier.mc_rollouts completions (texts) of every prefix text."""
+    k = c.verifier.mc_rollouts
+    sampling = sampler.SamplingConfig(max_new_tokens=c.tts.max_new_tokens, num_samples=k,
+                                      temperature=c.verifier.temperature,
+                                      stop_tokens=(tokenizer.eos_id,))
+    out = {}
+    size = max(1, c.verifier.rollout_batch)
+    for ci, s in enumerate(range(0, len(prefixes), size)):
+        chunk = prefixes[s:s + size]
+        o = sampler.generate(params, cfg, [tokenizer.encode(p) for p in chunk],
+                             jax.random.fold_in(key, ci), sampling, tokenizer=tokenizer,
+                             pad_id=tokenizer.pad_id)
+        toks, lens = np.asarray(o.tokens), np.asarray(o.lengths)
+        for p, text in enumerate(chunk):
+            out[text] = [tokenizer.decode(toks[p, i, :lens[p, i]].tolist()) for i in range(k)]
+    return out
+
+
+def _gold_examples(c, problems, prompt_texts) -> list[dict]:
+    """Worked solutions with per-step errors (`tasks.solve`), split like policy samples."""
+    import random
+    rng = random.Random(f"verifier_gold/{c.tts.seed}")
+    delim = tasks.STEP_DELIMITER
+    examples = []
+    for i, (problem, prompt) in enumerate(zip(problems, prompt_texts)):
+        for _ in range(c.verifier.samples_per_problem):
+            s = tasks.solve(problem, rng, c.verifier.gold_error_rate)
+            text = prompts_lib.r1_completion(s.reasoning, s.answer)
+            pieces = text.split(delim)
+            steps = [p + delim for p in pieces[:-1]] + [pieces[-1]]
+            ok = float(tasks.check(problem, s.answer))
+            labels = [float(x) for x in s.step_correct[:-1]] + [ok]
+            examples.append({"problem": i, "prompt": prompt, "steps": steps, "outcome": ok,
+                             "labels": labels})
+    return examples
+
+
+# ----------------------------------------------------------------------------- verifier training
+
+def _bucket(n: int, bucket: int, cap: int) -> int:
+    return min(-(-n // bucket) * bucket, cap)
+
+
+def train_verifier(kind: str, trunk, cfg, tokenizer, examples: Sequence[dict], vc, key
+                   ) -> tuple[Any, list[float]]:
+    """Trains an ORM ("orm": outcome labels) or PRM ("prm": step labels) over a copy of `trunk`
+    on `examples` (from `label_samples`); returns (vparams, loss every 10 steps)."""
+    q = [e["prompt"] for e in examples]
+    st = [e["steps"] for e in examples]
+    lengths = [len(verifiers.encode_solution(tokenizer, a, b, add_bos=False)[0])
+               for a, b in zip(q, st)]
+    T = _bucket(max(lengths), vc.seq_bucket, cfg.max_seq_len)
+    if kind == "orm":
+        b = verifiers.make_orm_batch(tokenizer, q, st, [e["outcome"] for e in examples],
+                                     add_bos=False, length=T)
+        data = {k: b[k] for k in ("tokens", "lengths", "labels")}
+    elif kind == "prm":
+        b = verifiers.make_prm_batch(tokenizer, q, st, [e["labels"] for e in examples],
+                                     add_bos=False, length=T)
+        data = {k: b[k] for k in ("tokens", "step_mask", "targets")}
+    else:
+        raise ValueError(f"verifier kind must be 'orm' or 'prm', got {kind!r}")
+    if vc.steps < 1:
+        raise ValueError(f"config.verifier.steps must be >= 1, got {vc.steps}")
+    warmup = min(vc.warmup_steps, vc.steps - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, vc.learning_rate, warmup,
+                                                  max(vc.steps, warmup + 1))
+    tx = optax.adamw(schedule, weight_decay=vc.weight_decay)
+    k_init, k_data = jax.random.split(key)
+    vparams = verifiers.init_verifier(trunk, cfg, k_init, vc.head_init_scale)
+    opt_state = tx.init(vparams)
+    step_fn = verifiers.make_train_step(kind, cfg, tx)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(k_data)))
+    losses = []
+    for s in range(vc.steps):
+        idx = rng.integers(0, len(examples), vc.batch_size)
+        vparams, opt_state, m = step_fn(vparams, opt_state, {k: v[idx] for k, v in data.items()})
+        if s % 10 == 0 or s == vc.steps - 1:
+            losses.append(float(m["loss"]))
+    return vparams, losses
+
+
+def _step_scores(scorer, prompts_flat, sols_flat) -> tuple[list[list[float]], list[int]]:
+    return scorer.score(prompts_flat, [[s.text for s in sol] for sol in sols_flat])
+
+
+def aggregate(rows: Sequence[Sequence[float]], how: str) -> np.ndarray:
+    """Aggregated solution scores [B] from ragged step scores (see
+    `verifiers.aggregate_step_scores`)."""
+    width = max(max((len(r) for r in rows), default=1), 1)
+    arr = np.zeros((len(rows), width))
+    mask = np.zeros(arr.shape, bool)
+    for i, r in enumerate(rows):
+        arr[i, :len(r)], mask[i, :len(r)] = r, True
+    return np.asarray(verifiers.aggregate_step_scores(arr, mask, how))
+
+
+def _auc(scores, labels) -> Optional[float]:
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
+        return None
+    return verifiers.roc_auc(np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0), labels)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def _point(n: int, correct_sum: float, P: int, tokens: float, vtokens: float = 0.0) -> dict:
+    correct_sum = min(max(correct_sum, 0.0), float(P))  # float sums of 1 / G may overshoot
+    lo, hi = search.wilson_interval(correct_sum, P)
+    return {"n": n, "accuracy": correct_sum / P, "ci": [lo, hi], "tokens": tokens,
+            "verifier_tokens": vtokens}
+
+
+def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
+                read: Optional[Sequence[Sequence[int]]] = None) -> dict[str, list[dict]]:
+    """Majority vote, BoN-ORM, BoN-PRM, weighted BoN and pass@N from S samples per problem
+    (sols [P][S], orm/prm [P][S] solution scores, read [P][S] tokens a verifier reads per
+    sample) at each N in budgets (N <= S): the samples are split into S // N disjoint groups;
+    accuracy and tokens are averaged over the groups. BoN methods report the verifier tokens
+    of one verifier (the ORM and the PRM read the same tokens)."""
+    P, S = len(sols), len(sols[0])
+    answers = [[rewards.extract_answer(_text(s)) for s in row] for row in sols]
+    ok_cache: dict[tuple[int, Optional[str]], bool] = {}
+
+    def ok(p, a):
+        if (p, a) not in ok_cache:
+            ok_cache[(p, a)] = _correct(problems[p], a)
+        return ok_cache[(p, a)]
+
+    curves = {m: [] for m in VOTE_METHODS + ("pass_at_n",)}
+    for n in budgets:
+        if not 1 <= n <= S:
+            raise ValueError(f"budget N={n} needs 1 <= N <= samples per problem ({S})")
+        G = S // n
+        acc = {m: 0.0 for m in curves}
+        tokens = vtokens = 0.0
+        for p in range(P):
+            for g in range(G):
+                idx = range(g * n, (g + 1) * n)
+                ans = [answers[p][i] for i in idx]
+                o = [orm[p][i] for i in idx]
+                r = [prm[p][i] for i in idx]
+                acc["majority"] += ok(p, search.majority_vote(ans)) / G
+                acc["bon_orm"] += ok(p, ans[int(np.argmax(o))]) / G
+                acc["bon_prm"] += ok(p, ans[int(np.argmax(r))]) / G
+                acc["weighted_bon"] += ok(p, search.weighted_vote(ans, r)) / G
+                acc["pass_at_n"] += any(ok(p, a) for a in ans) / G
+                tokens += sum(sum(s.num_tokens for s in sols[p][i]) for i in idx) / G
+                vtokens += sum(read[p][i] for i in idx) / G if read is not None else 0.0
+        for m in curves:
+            verified = vtokens / P if m in ("bon_orm", "bon_prm", "weighted_bon") else 0.0
+            curves[m].append(_point(n, acc[m], P, tokens / P, verified))
+    return curves
+
+
+def _search_point(name, n, problems, results) -> dict:
+    P = len(problems)
+    k = sum(_correct(p, r.answer) for p, r in zip(problems, results))
+    return _point(n, float(k), P, float(np.mean([r.generated_tokens for r in results])),
+                  float(np.mean([r.verifier_tokens for r in results])))
+
+
+def run_search(name: str, n: int, c, proposer, prm_scorer, orm_scorer, prompt_texts, key):
+    """One tree-search method at budget N (see the config for how N maps to its knobs)."""
+    t = c.tts
+    m = min(t.beam_expansions, n)
+    common = dict(max_steps=t.max_steps, aggregation=t.aggregation)
+    if name == "beam":
+        return search.beam_search(proposer, prm_scorer, prompt_texts, key,
+                                  beam_width=max(n // m, 1), expansions=m,
+                                  lookahead=t.lookahead, **common)
+    if name == "dvts":
+        return search.dvts(proposer, prm_scorer, prompt_texts, key, n_subtrees=max(n // m, 1),
+                           expansions=m, lookahead=t.lookahead, **common)
+    if name == "mcts":
+        value_fn = prm_scorer if t.mcts_value == "prm" else orm_scorer
+        agg = t.aggregation if t.mcts_value == "prm" else "last"
+        return search.mcts(proposer, value_fn, prompt_texts, key, num_simulations=n,
+                           expansions=t.mcts_expansions, c=t.mcts_c, rule=t.mcts_rule,
+                           max_steps=t.max_steps, aggregation=agg, final=t.mcts_final)
+    raise ValueError(f"unknown search method {name!r}; known: {SEARCH_METHODS}")
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+def _check(c) -> None:
+    t = c.tts
+    if not t.budgets or min(t.budgets) < 1:
+        raise ValueError(f"config.tts.budgets must be N >= 1, got {t.budgets}")
+    if t.search_budgets and min(t.search_budgets) < 1:
+        raise ValueError(f"config.tts.search_budgets must be N >= 1, got {t.search_budgets}")
+    if t.aggregation not in verifiers.AGGREGATIONS:
+        raise ValueError(f"config.tts.aggregation must be one of {verifiers.AGGREGATIONS}")
+    if t.mcts_value not in ("prm", "orm"):
+        raise ValueError(f"config.tts.mcts_value must be 'prm' or 'orm', got {t.mcts_value!r}")
+
+
+def _verifier_trunk(c, cfg, params):
+    if not c.verifier.trunk_path:
+        return cfg, params
+    from r1jax import hf
+    vcfg, vparams = hf.load_hf(c.verifier.trunk_path)
+    return vcfg.replace(compute_dtype=c.model.compute_dtype), vparams
+
+
+def run(c, workdir: str, show_progress: bool = True) -> dict:
+    """Runs the experiment of config `c` in `workdir`; returns (and writes) the results."""
+    _check(c)
+    t0 = time.time()
+    timings = {}
+    os.makedirs(workdir, exist_ok=True)
+    writer = MetricWriter(workdir, tensorboard=False)
+    cfg, tok, params = r1_zero.base_model(c, c.base_workdir or workdir, writer, show_progress)
+    writer.close()
+    timings["base"] = time.time() - t0
+    t = c.tts
+    key = jax.random.key(t.seed)
+    k_train, k_orm, k_prm, k_test, k_greedy, k_search = jax.random.split(key, 6)
+    delim = tasks.STEP_DELIMITER
+
+    # 2. Verifiers on the policy's own samples.
+    tic = time.time()
+    train_problems = r1_zero.load_problems(c, "train", c.verifier.num_problems,
+                                           seed=10_007 + t.seed)
+    examples = label_samples(c, cfg, tok, params, train_problems, k_train)
+    n_val = int(round(len(train_problems) * c.verifier.validation_fraction))
+    fit = [e for e in examples if e["problem"] >= n_val]
+    val = [e for e in examples if e["problem"] < n_val]
+    timings["verifier_data"] = time.time() - tic
+    _log(f"verifier data: {len(examples)} samples of {len(train_problems)} train problems, "
+         f"{np.mean([e['outcome'] for e in examples]):.3f} correct "
+         f"({timings['verifier_data']:.0f} s)")
+    tic = time.time()
+    vcfg, trunk = _verifier_trunk(c, cfg, params)
+    orm, orm_losses = train_verifier("orm", trunk, vcfg, tok, fit, c.verifier, k_orm)
+    prm, prm_losses = train_verifier("prm", trunk, vcfg, tok, fit, c.verifier, k_prm)
+    timings["verifier_training"] = time.time() - tic
+    scorer_kw = dict(delimiter=delim, add_bos=False, batch_size=t.score_batch, bucket=32)
+    orm_scorer = search.PRMScorer(orm, vcfg, tok, **scorer_kw)
+    prm_scorer = search.PRMScorer(prm, vcfg, tok, **scorer_kw)
+    verifier_info = {
+        "labels": c.verifier.labels, "train_samples": len(fit), "validation_samples": len(val),
+        "train_correct_rate": float(np.mean([e["outcome"] for e in examples])),
+        "orm_loss": orm_losses, "prm_loss": prm_losses,
+    }
+    if val:
+        vq = [e["prompt"] for e in val]
+        vs = [[search.Step(x, False, 0) for x in e["steps"]] for e in val]
+        prm_val, _ = _step_scores(prm_scorer, vq, vs)
+        verifier_info["prm_step_auc_validation"] = _auc(
+            [x for r in prm_val for x in r], [y > 0.5 for e in val for y in e["labels"]])
+        verifier_info["orm_auc_validation"] = _auc(
+            aggregate(_step_scores(orm_scorer, vq, vs)[0], "last"), [e["outcome"] for e in val])
+    _log(f"verifiers trained ({timings['verifier_training']:.0f} s): "
+         f"{ {k: v for k, v in verifier_info.items() if 'auc' in k} }")
+
+    # 3. Held-out problems: S samples once, scored by both verifiers.
+    problems = r1_zero.load_problems(c, "test", t.num_problems, seed=c.seed + 1 + 1000 * t.seed)
+    prompt_texts = [prompts_lib.render(c.task.template, p.question) for p in problems]
+    P, S = len(problems), max(t.budgets)
+    tic = time.time()
+    sols = sample_solutions(params, cfg, tok, prompt_texts, S, k_test,
+                            max_new_tokens=t.max_new_tokens, temperature=t.temperature,
+                            delimiter=delim, batch_rows=t.batch_rows)
+    flat_q = [q for q in prompt_texts for _ in range(S)]
+    flat = [s for row in sols for s in row]
+    prm_steps, read = _step_scores(prm_scorer, flat_q, flat)
+    orm_flat = aggregate(_step_scores(orm_scorer, flat_q, flat)[0], "last")
+    prm_flat = aggregate(prm_steps, t.aggregation)
+    correct = [_correct(pr, rewards.extract_answer(_text(s)))
+               for pr, row in zip(problems, sols) for s in row]
+    timings["samples"] = time.time() - tic
+    auc = {"orm": _auc(orm_flat, correct),
+           **{f"prm_{h}": _auc(aggregate(prm_steps, h), correct) for h in verifiers.AGGREGATIONS}}
+    _log(f"{S} samples x {P} problems, sample accuracy {np.mean(correct):.3f}; held-out AUC "
+         f"{ {k: round(v, 3) for k, v in auc.items() if v is not None} } "
+         f"({timings['samples']:.0f} s)")
+    curves = vote_curves(problems, sols, orm_flat.reshape(P, S), prm_flat.reshape(P, S),
+                         sorted(t.budgets), np.reshape(read, (P, S)))
+
+    tic = time.time()
+    greedy = sample_solutions(params, cfg, tok, prompt_texts, 1, k_greedy,
+                              max_new_tokens=t.max_new_tokens, temperature=0.0,
+                              delimiter=delim, batch_rows=t.batch_rows)
+    k = sum(_correct(pr, rewards.extract_answer(_text(row[0])))
+            for pr, row in zip(problems, greedy))
+    curves["greedy"] = [_point(1, float(k), P, float(np.mean(
+        [sum(s.num_tokens for s in row[0]) for row in greedy])))]
+    _log(f"greedy: {k / P:.3f} ({time.time() - tic:.0f} s)")
+    for m in VOTE_METHODS:
+        _log(f"{m}: " + ", ".join(f"N={x['n']} {x['accuracy']:.3f}" for x in curves[m]))
+
+    # Tree search, one run per budget.
+    proposer = ChunkedProposer(search.SamplerProposer(
+        params, cfg, tok, sampler.SamplingConfig(max_new_tokens=t.step_max_new_tokens,
+                                                 temperature=t.temperature),
+        delimiter=delim, add_bos=False), t.batch_rows)
+    for mi, name in enumerate(SEARCH_METHODS):
+        curves[name] = []
+        for n in sorted(t.search_budgets):
+            tic = time.time()
+            res = run_search(name, n, c, proposer, prm_scorer, orm_scorer, prompt_texts,
+                             jax.random.fold_in(k_search, 1000 * mi + n))
+            pt = _search_point(name, n, problems, res)
+            curves[name].append(pt)
+            timings[f"{name}_{n}"] = time.time() - tic
+            _log(f"{name} N={n}: {pt['accuracy']:.3f} [{pt['ci'][0]:.3f}, {pt['ci'][1]:.3f}], "
+                 f"{pt['tokens']:.0f} tokens/problem ({timings[f'{name}_{n}']:.0f} s)")
+
+    timings["total"] = time.time() - t0
+    results = {
+        "num_problems": P, "samples_per_problem": S, "seed": t.seed,
+        "sample_accuracy": float(np.mean(correct)),
+        "auc": auc, "aggregation": t.aggregation, "verifier": verifier_info,
+        "curves": curves, "summary": summarize(curves),
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(results_table(results) + "\n")
+    plot(curves, os.path.join(workdir, "tts.png"),
+         f"Test-time scaling, {P} held-out problems (95% Wilson bands)")
+    _log(f"done in {timings['total']:.0f} s: {workdir}")
+    return results
+
+
+def _at(curve: Sequence[dict], n: int) -> Optional[dict]:
+    return next((x for x in curve if x["n"] == n), None)
+
+
+def summarize(curves: dict) -> dict:
+    """The headline comparisons: majority@16 vs greedy, weighted BoN vs BoN at the largest N,
+    and each tree search against BoN-PRM at the nearest token budget (interpolated in log
+    tokens along the BoN-PRM curve)."""
+    out = {}
+    g = curves["greedy"][0]
+    maj = _at(curves["majority"], 16) or curves["majority"][-1]
+    out["greedy"] = g["accuracy"]
+    out["majority_n"] = maj["n"]
+    out["majority"] = maj["accuracy"]
+    out["majority_minus_greedy"] = maj["accuracy"] - g["accuracy"]
+    big = curves["weighted_bon"][-1]["n"]
+    out["largest_n"] = big
+    out["weighted_bon_largest_n"] = curves["weighted_bon"][-1]["accuracy"]
+    out["bon_prm_largest_n"] = curves["bon_prm"][-1]["accuracy"]
+    out["bon_orm_largest_n"] = curves["bon_orm"][-1]["accuracy"]
+    bx = np.log([x["tokens"] for x in curves["bon_prm"]])
+    by = [x["accuracy"] for x in curves["bon_prm"]]
+    for name in SEARCH_METHODS:
+        for pt in curves.get(name, []):
+            ref = float(np.interp(math.log(max(pt["tokens"], 1.0)), bx, by))
+            out[f"{name}_{pt['n']}_minus_bon_prm_at_equal_tokens"] = pt["accuracy"] - ref
+    return out
+
+
+def results_table(results: dict) -> str:
+    """Markdown table: accuracy [95% CI] and generated tokens per problem, a row per method."""
+    curves = results["curves"]
+    ns = sorted({x["n"] for cv in curves.values() for x in cv})
+    head = "| method | " + " | ".join(f"N={n}" for n in ns) + " |"
+    lines = [head, "|" + "---|" * (len(ns) + 1)]
+    order = ["greedy", *VOTE_METHODS, *SEARCH_METHODS, "pass_at_n"]
+    for m in [m for m in order if m in curves]:
+        cells = []
+        for n in ns:
+            x = _at(curves[m], n)
+            cells.append("" if x is None else f"{x['accuracy']:.3f} [{x['ci'][0]:.2f}, "
+                         f"{x['ci'][1]:.2f}] / {x['tokens']:.0f} tok")
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    auc = results["auc"]
+    lines.append("")
+    lines.append(f"Held-out sample ROC AUC: ORM {_fmt(auc.get('orm'))}, PRM min "
+                 f"{_fmt(auc.get('prm_min'))}, prod {_fmt(auc.get('prm_prod'))}, last "
+                 f"{_fmt(auc.get('prm_last'))}; {results['num_problems']} problems x "
+                 f"{results['samples_per_problem']} samples, sample accuracy "
+                 f"{results['sample_accuracy']:.3f}.")
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def plot(curves: dict, path: str, title: str = "") -> None:
+    """Accuracy against generated tokens per problem (log x), a line per method with its 95%
+    interval as a band (a point with error bars for single-budget methods)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    order = ["greedy", *VOTE_METHODS, *SEARCH_METHODS, "pass_at_n"]
+    for m in [m for m in order if curves.get(m)]:
+        xs = [x["tokens"] for x in curves[m]]
+        ys = [x["accuracy"] for x in curves[m]]
+        lo = [x["ci"][0] for x in curves[m]]
+        hi = [x["ci"][1] for x in curves[m]]
+        style = dict(linestyle=":" if m == "pass_at_n" else "-", marker="o", markersize=3.5,
+                     label=LABELS[m])
+        if len(xs) == 1:
+            ax.errorbar(xs, ys, yerr=[[ys[0] - lo[0]], [hi[0] - ys[0]]], capsize=3, **style)
+        else:
+            (line,) = ax.plot(xs, ys, **style)
+            if m != "pass_at_n":
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.10)
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
