@@ -2,8 +2,9 @@
 
 `run(config, workdir)` takes a `configs/test_time_scaling.py` config and
 
-1. gets the base policy with `r1_zero.base_model` (the tiny model pretrained into
-   `<base_workdir or workdir>/base`, reused when it is there; or a local HF folder);
+1. gets the base policy (`base_policy`): the newest checkpoint of `<base_workdir>/base`, or
+   `r1_zero.base_model` (the tiny model pretrained into `<workdir>/base`, reused when it is
+   there; or a local HF folder);
 2. trains an ORM and a PRM (value heads over copies of the policy trunk, `r1jax.verifiers`) on
    the policy's own samples on train problems: outcome labels from the task checker, step labels
    from Monte Carlo rollouts (`verifiers.mc_step_labels`; see configs/verifier.py for the
@@ -372,15 +373,33 @@ def _verifier_trunk(c, cfg, params):
     return vcfg.replace(compute_dtype=c.model.compute_dtype), vparams
 
 
+def base_policy(c, workdir: str, show_progress: bool = True):
+    """(model cfg, tokenizer, params) of the policy. With c.base_workdir (and no model.path)
+    the newest checkpoint in <base_workdir>/base is read as it is (never trained further or
+    written); otherwise `r1_zero.base_model` pretrains into (or resumes from) <workdir>/base."""
+    if c.base_workdir and not c.model.path:
+        from r1jax import checkpoint, model
+        from r1jax.tokenizer import ByteTokenizer
+        cfg = model.ModelConfig.preset(c.model.preset, compute_dtype=c.model.compute_dtype)
+        target = jax.eval_shape(lambda: model.init_params(cfg, jax.random.key(0)))
+        with checkpoint.CheckpointManager(os.path.join(c.base_workdir, "base")) as manager:
+            restored = manager.restore(target={"params": target})
+        _log(f"base model: step {restored.step} of {c.base_workdir}/base")
+        return cfg, ByteTokenizer(), restored.params
+    writer = MetricWriter(workdir, tensorboard=False)
+    try:
+        return r1_zero.base_model(c, workdir, writer, show_progress)
+    finally:
+        writer.close()
+
+
 def run(c, workdir: str, show_progress: bool = True) -> dict:
     """Runs the experiment of config `c` in `workdir`; returns (and writes) the results."""
     _check(c)
     t0 = time.time()
     timings = {}
     os.makedirs(workdir, exist_ok=True)
-    writer = MetricWriter(workdir, tensorboard=False)
-    cfg, tok, params = r1_zero.base_model(c, c.base_workdir or workdir, writer, show_progress)
-    writer.close()
+    cfg, tok, params = base_policy(c, workdir, show_progress)
     timings["base"] = time.time() - t0
     t = c.tts
     key = jax.random.key(t.seed)

@@ -1,0 +1,189 @@
+"""The test-time scaling experiment: step splitting, vote/BoN curves against hand-computed
+numbers, chunked proposals, a smoke run of the whole runner, and (slow) the tiny experiment's
+headline results."""
+import importlib.util
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from r1jax import scaling, search, tasks
+from r1jax.tokenizer import ByteTokenizer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tts_config(variant="tiny"):
+    spec = importlib.util.spec_from_file_location("tts_config",
+                                                  REPO / "configs" / "test_time_scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+# ----------------------------------------------------------------------------- step splitting
+
+@pytest.mark.parametrize("text,delim,eos,want", [
+    (" <think>first 1+2=3\nso 3</think> <answer>3</answer>", "\n", True,
+     [" <think>first 1+2=3\n", "so 3</think> <answer>3</answer>"]),
+    ("a\nb\n", "\n", False, ["a\n", "b\n"]),        # truncated right after a delimiter
+    ("a\nb\n", "\n", True, ["a\n", "b\n", ""]),     # EOS alone is the final step
+    ("a\n\nb\nc\n\n", "\n\n", False, ["a\n\n", "b\nc\n\n"]),  # two-token delimiter
+    ("no delimiter", "\n", True, ["no delimiter"]),
+])
+def test_split_steps(text, delim, eos, want):
+    tok = ByteTokenizer()
+    ids = tok.encode(text) + [tok.eos_id] * eos
+    lps = -np.arange(1, len(ids) + 1, dtype=np.float64) / 8
+    steps = scaling.split_steps(tok, ids, lps, delim)
+    assert [s.text for s in steps] == want
+    assert [s.is_final for s in steps] == [False] * (len(want) - 1) + [True]
+    # Byte tokens: a step costs its bytes, and the last one also the EOS token.
+    assert [s.num_tokens for s in steps] == [len(w.encode()) for w in want[:-1]] + [
+        len(want[-1].encode()) + eos]
+    ends = np.cumsum([s.num_tokens for s in steps])
+    starts = np.r_[0, ends[:-1]]
+    np.testing.assert_allclose([s.logprob for s in steps],
+                               [lps[a:b].sum() for a, b in zip(starts, ends)])
+
+
+# ----------------------------------------------------------------------------- vote curves
+
+def _sol(answer, tokens):
+    text = "x" if answer is None else f"<answer>{answer}</answer>"
+    return (search.Step(text, True, tokens),)
+
+
+def test_vote_curves_hand_computed():
+    problems = [tasks.Problem("1+1", "2", "arithmetic"), tasks.Problem("2+2", "4", "arithmetic")]
+    # Problem 0: answers 3 (wrong), 2, 2, 3; problem 1: never answers.
+    sols = [[_sol("3", 1), _sol("2", 2), _sol("2", 3), _sol("3", 4)],
+            [_sol(None, 5)] * 4]
+    orm = [[0.9, 0.1, 0.2, 0.3], [0.5] * 4]
+    prm = [[0.1, 0.8, 0.3, 0.2], [0.5] * 4]
+    read = [[10] * 4, [7] * 4]
+    curves = scaling.vote_curves(problems, sols, orm, prm, [1, 2, 4], read)
+    acc = {m: [x["accuracy"] for x in cv] for m, cv in curves.items()}
+    # N=1: half the samples of problem 0 are right; N=2, groups {0,1}, {2,3}:
+    #   majority: tie -> first seen: "3" (wrong), "2" (right); ORM picks 0.9 "3", 0.3 "3";
+    #   PRM picks 0.8 "2", 0.3 "2"; weighted: "2" 0.8 vs 0.1, "2" 0.3 vs 0.2.
+    # N=4: majority tie -> "3"; ORM "3"; PRM "2"; weighted "2": 1.1 vs "3": 0.3.
+    assert acc["majority"] == pytest.approx([0.25, 0.25, 0.0])
+    assert acc["bon_orm"] == pytest.approx([0.25, 0.0, 0.0])
+    assert acc["bon_prm"] == pytest.approx([0.25, 0.5, 0.5])
+    assert acc["weighted_bon"] == pytest.approx([0.25, 0.5, 0.5])
+    assert acc["pass_at_n"] == pytest.approx([0.25, 0.5, 0.5])
+    # Tokens per problem: problem 0 has 1+2+3+4 = 10 per 4 samples, problem 1 has 20.
+    for m, cv in curves.items():
+        assert [x["tokens"] for x in cv] == pytest.approx([(2.5 + 5) / 2 * n for n in (1, 2, 4)])
+        want_read = [(10 + 7) / 2 * n for n in (1, 2, 4)] if m.startswith(("bon", "weighted")) \
+            else [0.0] * 3
+        assert [x["verifier_tokens"] for x in cv] == pytest.approx(want_read)
+        for x in cv:
+            assert x["ci"] == pytest.approx(list(search.wilson_interval(x["accuracy"] * 2, 2)))
+    with pytest.raises(ValueError, match="N=8"):
+        scaling.vote_curves(problems, sols, orm, prm, [8])
+
+
+def test_chunked_proposer_keeps_order_and_bounds_rows():
+    calls = []
+
+    class Echo:
+        def propose(self, prefixes, n, key):
+            calls.append(len(prefixes))
+            return [[search.Step(f"{p}/{i}", True, 1) for i in range(n)] for p in prefixes]
+
+    prop = scaling.ChunkedProposer(Echo(), max_rows=8)
+    import jax
+    out = prop.propose([f"q{i}" for i in range(7)], 3, jax.random.key(0))
+    assert calls == [2, 2, 2, 1]          # 8 // 3 = 2 prefixes (6 rows) per call
+    assert [[s.text for s in row] for row in out] == [[f"q{i}/{j}" for j in range(3)]
+                                                      for i in range(7)]
+
+
+def test_summary_compares_at_equal_tokens():
+    def pts(name, ns, accs, toks):
+        return [{"n": n, "accuracy": a, "ci": [0, 1], "tokens": t, "verifier_tokens": 0}
+                for n, a, t in zip(ns, accs, toks)]
+    curves = {"greedy": pts("g", [1], [0.2], [50]),
+              "majority": pts("m", [1, 16], [0.2, 0.5], [50, 800]),
+              "bon_orm": pts("o", [1, 16], [0.2, 0.4], [50, 800]),
+              "bon_prm": pts("p", [1, 16], [0.2, 0.6], [50, 800]),
+              "weighted_bon": pts("w", [1, 16], [0.2, 0.7], [50, 800]),
+              "beam": pts("b", [4], [0.5], [200])}
+    s = scaling.summarize(curves)
+    assert s["majority_minus_greedy"] == pytest.approx(0.3)
+    assert s["weighted_bon_largest_n"] == 0.7 and s["bon_prm_largest_n"] == 0.6
+    # 200 tokens is halfway between 50 and 800 in log space: BoN-PRM there = 0.4.
+    assert s["beam_4_minus_bon_prm_at_equal_tokens"] == pytest.approx(0.1)
+
+
+def test_config_variants_and_bad_fields():
+    c = tts_config("tiny")
+    assert tuple(c.tts.budgets) == (1, 2, 4, 8, 16, 32, 64)
+    assert c.model.preset == "tiny" and c.verifier.labels == "mc"
+    q = tts_config("qwen2.5-0.5b")
+    assert q.task.name == "gsm8k" and q.model.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="variant"):
+        tts_config("nope")
+    with pytest.raises(AttributeError):
+        c.tts.no_such_field = 1                # locked: a misspelt override fails
+    c.unlock()
+    c.tts.aggregation = "mean"
+    with pytest.raises(ValueError, match="aggregation"):
+        scaling.run(c, "/nonexistent/never-created")
+
+
+# ----------------------------------------------------------------------------- the runner
+
+def _smoke_config():
+    c = tts_config("tiny")
+    c.unlock()
+    c.pretrain.steps = 2
+    c.pretrain.num_examples = 64
+    c.pretrain.batch_size = 4
+    c.pretrain.warmup_steps = 1
+    c.verifier.num_problems = 6
+    c.verifier.samples_per_problem = 2
+    c.verifier.mc_rollouts = 2
+    c.verifier.steps = 2
+    c.verifier.batch_size = 4
+    c.verifier.validation_fraction = 0.0
+    c.tts.num_problems = 3
+    # Few distinct sampler shapes (compilations dominate): n in {1, 2}, one length bucket.
+    c.tts.budgets = (1, 2)
+    c.tts.search_budgets = (1, 2)
+    c.tts.max_new_tokens = 16
+    c.tts.step_max_new_tokens = 16
+    c.tts.max_steps = 3
+    c.lock()
+    return c
+
+
+def test_runner_smoke(tmp_path):
+    results = scaling.run(_smoke_config(), str(tmp_path), show_progress=False)
+    for name in ("results.json", "results.md", "tts.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "tts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "results.json").read_text())["curves"] == results["curves"]
+    curves = results["curves"]
+    assert set(curves) == {"greedy", "majority", "bon_orm", "bon_prm", "weighted_bon",
+                           "pass_at_n", "beam", "dvts", "mcts"}
+    # Vote/BoN at N use N of the 2 samples per problem: exactly N times the tokens of one.
+    for m in ("majority", "bon_orm", "bon_prm", "weighted_bon", "pass_at_n"):
+        t = [x["tokens"] for x in curves[m]]
+        assert 0 < t[0] <= 16 and t == pytest.approx([t[0] * n for n in (1, 2)])
+    # Tree search: some tokens, never more than its budget allows (N paths of at most
+    # max_steps steps of at most 16 tokens; MCTS: N simulations of 2 expansions + a rollout).
+    for m, per_n in (("beam", 3 * 16), ("dvts", 3 * 16), ("mcts", (2 + 3) * 16)):
+        assert [x["n"] for x in curves[m]] == [1, 2]
+        for x in curves[m]:
+            assert 0 < x["tokens"] <= x["n"] * per_n and x["verifier_tokens"] > 0
+    assert 0 < curves["greedy"][0]["tokens"] <= 16
+    for cv in curves.values():
+        for x in cv:
+            assert 0 <= x["ci"][0] <= x["accuracy"] <= x["ci"][1] <= 1
+    table = (tmp_path / "results.md").read_text()
+    assert "| majority vote |" in table and "| MCTS |" in table
