@@ -77,13 +77,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="qwen2.5 setting: prompt tokens (tiny: real problems, <= 48)")
     p.add_argument("--new_tokens", type=int, default=None, help="generated tokens per row")
     p.add_argument("--grad_accum", type=int, default=None,
-                   help="micro-batches per update (default 1 tiny, 16 qwen2.5)")
+                   help="micro-batches per update (default 1 tiny, 32 qwen2.5: 8 rows of 768 "
+                        "tokens per micro-batch)")
     p.add_argument("--logprob_chunk", type=int, default=128,
                    help="sequence positions per LM-head block")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per phase (median)")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help=f"peak FLOP/s for MFU (default {GPU_PEAK_TFLOPS:g} on GPU: H100 bf16 "
                         f"dense; {CPU_PEAK_TFLOPS:g} on CPU)")
+    p.add_argument("--memory_only", action="store_true",
+                   help="only compile the log-prob and update programs from abstract shapes "
+                        "(nothing allocated or run) and print their memory_analysis(): sizes "
+                        "--grad_accum for a device without having one")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     return p.parse_args(argv)
 
@@ -134,7 +139,7 @@ def qwen_setup(args):
     args.samples = args.samples or 16
     args.prompt_len = args.prompt_len or 256
     args.new_tokens = args.new_tokens or 512
-    args.grad_accum = args.grad_accum or 16
+    args.grad_accum = args.grad_accum or 32
     if args.shrink:
         cfg = cfg.replace(n_layers=2)
         P, args.samples, args.prompt_len, args.new_tokens = 2, 2, 32, 32
@@ -182,11 +187,32 @@ def timed(fn, repeats: int) -> tuple[float, list[float], object]:
     return statistics.median(times), times, out
 
 
+def setup(args):
+    return tiny_setup(args) if args.setting == "tiny" else qwen_setup(args)
+
+
+def memory_only(args) -> str:
+    """memory_analysis() of the log-prob and update programs compiled from abstract shapes."""
+    cfg, prompt_ids, gcfg, lr, _, _ = setup(args)
+    B, T = len(prompt_ids) * args.samples, args.seq_len
+    tx = make_optimizer(lr, total_steps=1000, schedule="constant")
+    state = jax.eval_shape(lambda: TrainState.create(model.init_params(cfg, jax.random.key(0)),
+                                                     tx))
+    f32 = jax.ShapeDtypeStruct((B, T - 1), jnp.float32)
+    batch = {"tokens": jax.ShapeDtypeStruct((B, T), jnp.int32), "completion_mask": f32,
+             "old_logprobs": f32, "ref_logprobs": f32,
+             "advantages": jax.ShapeDtypeStruct((B,), jnp.float32)}
+    mem = {"log-probs (one pass)": compiled_memory(
+               grpo.ref_logprobs_fn, state.params, cfg, batch["tokens"],
+               batch["completion_mask"], chunk=gcfg.logprob_chunk),
+           "update": compiled_memory(grpo.make_grpo_step(cfg, tx, gcfg), state, None, batch)}
+    return (f"{args.setting}{' (shrunk)' if args.shrink else ''} on "
+            f"{jax.devices()[0].device_kind}: B={B}, T={T}, grad_accum {gcfg.grad_accum}\n\n"
+            + memory_table(mem))
+
+
 def run(args) -> dict:
-    if args.setting == "tiny":
-        cfg, prompt_ids, gcfg, lr, pad_id, eos_id = tiny_setup(args)
-    else:
-        cfg, prompt_ids, gcfg, lr, pad_id, eos_id = qwen_setup(args)
+    cfg, prompt_ids, gcfg, lr, pad_id, eos_id = setup(args)
     P, G, M, T = len(prompt_ids), args.samples, args.new_tokens, args.seq_len
     B = P * G
     on_gpu = jax.default_backend() != "cpu"
@@ -278,6 +304,16 @@ def _gib(b: int | None) -> str:
     return "-" if b is None else f"{b / 2**30:.3f} GiB"
 
 
+def memory_table(mem: dict) -> str:
+    """Markdown rows of compiled_memory() results by program name."""
+    lines = ["| compiled program | arguments | outputs | temporaries |", "|---|---|---|---|"]
+    for name, m in mem.items():
+        m = m or {}
+        lines.append(f"| {name} | {_gib(m.get('argument'))} | {_gib(m.get('output'))} | "
+                     f"{_gib(m.get('temp'))} |")
+    return "\n".join(lines)
+
+
 def markdown(res: dict) -> str:
     info, rows = res["info"], res["phases"]
     lines = [f"setting {info['setting']}: {info['device']}, jax {info['jax']}, "
@@ -299,16 +335,14 @@ def markdown(res: dict) -> str:
     mp = info["memory_peak"]
     lines.append(f"| peak ({mp['rollout']['what']}) | {_gib(mp['rollout']['bytes'])} | "
                  f"{_gib(mp['log-probs']['bytes'])} | {_gib(mp['update']['bytes'])} |")
-    lines += ["", "| compiled program | arguments | outputs | temporaries |", "|---|---|---|---|"]
-    for name, m in info["compiled_memory"].items():
-        m = m or {}
-        lines.append(f"| {name} | {_gib(m.get('argument'))} | {_gib(m.get('output'))} | "
-                     f"{_gib(m.get('temp'))} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", memory_table(info["compiled_memory"])])
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.memory_only:
+        print(memory_only(args))
+        return
     res = run(args)
     print(markdown(res))
     print(f"\ncommand: {res['info']['command']}")
