@@ -19,12 +19,14 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.model.preset = "tiny"           # r1jax.ModelConfig.preset name (ignored with a path)
     c.model.path = ""                 # local HF folder: config.json, *.safetensors, tokenizer.json
     c.model.compute_dtype = "float32"
+    c.model.remat = False             # recompute blocks in the backward pass (saves memory)
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "arithmetic"        # synthetic: arithmetic | countdown | shortest_path; or gsm8k
     c.task.template = "r1_zero_short" # r1jax.prompts.TEMPLATES key
     c.task.num_ops = (2, 3)           # arithmetic difficulty: operations per problem
     c.task.digits = (1, 1)            # arithmetic difficulty: digits per number
+    c.task.ops = "+-"                 # arithmetic operators (a subset of "+-*")
     c.task.train_path = ""            # gsm8k: local JSONL files
     c.task.test_path = ""
 
@@ -81,6 +83,7 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     elif variant in ("qwen2.5-0.5b", "qwen2.5-1.5b"):
         c.model.preset = variant
         c.model.compute_dtype = "bfloat16"
+        c.model.remat = True
         c.task.name = "gsm8k"
         c.task.template = "r1_zero"
         c.pretrain.steps = 0
@@ -89,6 +92,7 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
         c.grpo.max_new_tokens = 512
         c.grpo.max_prompt_tokens = 256
         c.grpo.num_generations = 16
+        c.grpo.grad_accum = 16        # 256 rollouts of 768 tokens: 16 per micro-batch
         c.eval.num_samples = 1
         c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
     else:

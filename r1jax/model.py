@@ -51,6 +51,8 @@ class ModelConfig:
       norm_eps: RMSNorm epsilon.
       max_seq_len: longest sequence the model is used with (cache allocation upper bound).
       param_dtype / compute_dtype: "float32" on CPU; "bfloat16" compute on accelerators.
+      remat: recompute each block in the backward pass instead of storing its activations
+        (attention scores included): memory O(L * B * T * D) instead of O(L * B * N * T^2).
     """
 
     vocab_size: int
@@ -68,6 +70,7 @@ class ModelConfig:
     max_seq_len: int = 2048
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
+    remat: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
@@ -123,16 +126,16 @@ PRESETS = {
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14,
                                 n_kv_heads=2, head_dim=64, d_ff=4864, rope_theta=1e6,
                                 qkv_bias=True, tie_embeddings=True, max_seq_len=32768,
-                                param_dtype="bfloat16", compute_dtype="bfloat16"),
+                                param_dtype="bfloat16", compute_dtype="bfloat16", remat=True),
     "qwen2.5-1.5b": ModelConfig(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12,
                                 n_kv_heads=2, head_dim=128, d_ff=8960, rope_theta=1e6,
                                 qkv_bias=True, tie_embeddings=True, max_seq_len=32768,
-                                param_dtype="bfloat16", compute_dtype="bfloat16"),
+                                param_dtype="bfloat16", compute_dtype="bfloat16", remat=True),
     "llama3.2-1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
                                n_kv_heads=8, head_dim=64, d_ff=8192, rope_theta=500000.0,
                                rope_scaling=(32.0, 1.0, 4.0, 8192), norm_eps=1e-5,
                                tie_embeddings=True, max_seq_len=131072,
-                               param_dtype="bfloat16", compute_dtype="bfloat16"),
+                               param_dtype="bfloat16", compute_dtype="bfloat16", remat=True),
 }
 
 
@@ -315,6 +318,8 @@ def _trunk(params: Params, tokens_BT: Array, cfg: ModelConfig, shard) -> tuple[A
     def body(x, layer):
         return _block(layer, x, positions, mask, cfg, inv_freq, shard)
 
+    if cfg.remat:
+        body = jax.checkpoint(body, prevent_cse=False)
     return jax.lax.scan(body, x, params["layers"])
 
 

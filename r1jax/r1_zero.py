@@ -26,7 +26,8 @@ def _style_mix(c) -> dict[str, float]:
 
 def _difficulty(c) -> dict:
     if c.task.name == "arithmetic":
-        return {"num_ops": tuple(c.task.num_ops), "digits": tuple(c.task.digits)}
+        return {"num_ops": tuple(c.task.num_ops), "digits": tuple(c.task.digits),
+                "ops": c.task.ops}
     return {}
 
 
@@ -48,9 +49,11 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
         from r1jax import hf
         from r1jax.tokenizer import HFTokenizer
         cfg, params = hf.load_hf(c.model.path)
-        return cfg.replace(compute_dtype=c.model.compute_dtype), HFTokenizer(c.model.path), params
+        cfg = cfg.replace(compute_dtype=c.model.compute_dtype, remat=c.model.remat)
+        return cfg, HFTokenizer(c.model.path), params
     tok = ByteTokenizer()
-    cfg = model.ModelConfig.preset(c.model.preset, compute_dtype=c.model.compute_dtype)
+    cfg = model.ModelConfig.preset(c.model.preset, compute_dtype=c.model.compute_dtype,
+                                   remat=c.model.remat)
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(f"model vocab_size {cfg.vocab_size} < tokenizer's {tok.vocab_size}")
     params = model.init_params(cfg, jax.random.key(c.seed))

@@ -92,18 +92,21 @@ def _check_language(language: str) -> dict[str, str]:
 # Arithmetic
 
 
-def sample_arithmetic(rng: random.Random, num_ops=(2, 3), digits=(1, 2)) -> Problem:
-    """An expression with `num_ops` operators from + - * over integers of `digits` digits
-    (each an int or an inclusive (lo, hi) range)."""
+def sample_arithmetic(rng: random.Random, num_ops=(2, 3), digits=(1, 2), ops: str = "+-*"
+                      ) -> Problem:
+    """An expression with `num_ops` operators drawn from `ops` (a subset of "+-*") over
+    integers of `digits` digits (each an int or an inclusive (lo, hi) range)."""
+    if not ops or set(ops) - set("+-*"):
+        raise ValueError(f"arithmetic ops must be a non-empty subset of '+-*', got {ops!r}")
     n_ops = _rand_range(rng, num_ops)
     numbers = []
     for _ in range(n_ops + 1):
         d = _rand_range(rng, digits)
         numbers.append(rng.randint(1 if d == 1 else 10 ** (d - 1), 10 ** d - 1))
-    ops = [rng.choice("+-*") for _ in range(n_ops)]
-    question = str(numbers[0]) + "".join(f"{o}{x}" for o, x in zip(ops, numbers[1:]))
-    value = _arithmetic_trace(numbers, ops, None, 0.0)[-1][-1]
-    return Problem(question, str(value), "arithmetic", {"numbers": numbers, "ops": ops})
+    chosen = [rng.choice(ops) for _ in range(n_ops)]
+    question = str(numbers[0]) + "".join(f"{o}{x}" for o, x in zip(chosen, numbers[1:]))
+    value = _arithmetic_trace(numbers, chosen, None, 0.0)[-1][-1]
+    return Problem(question, str(value), "arithmetic", {"numbers": numbers, "ops": chosen})
 
 
 def _arithmetic_trace(numbers, ops, rng, error_rate):

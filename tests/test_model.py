@@ -95,6 +95,17 @@ def test_one_trace_for_repeated_shapes():
     assert len(traces) == 1
 
 
+def test_remat_gives_the_same_gradients():
+    params = model.init_params(SMALL, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, SMALL.vocab_size)
+
+    def grads(cfg):
+        return jax.grad(lambda p: model.forward(p, tokens, cfg).std())(params)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                 grads(SMALL), grads(SMALL.replace(remat=True)))
+
+
 def test_bf16_compute_runs_and_is_close():
     cfg = SMALL
     params = model.init_params(cfg, jax.random.key(0))
