@@ -76,7 +76,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
 
     c.checkpoint_every = 20
     c.keep_checkpoints = 2
-    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    # Mesh axis sizes (one may be -1: all remaining devices); all 1: a single device.
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
 
     if variant == "tiny":
         pass

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from r1jax import evaluation, grpo, model, prompts, tasks, train
+from r1jax import evaluation, grpo, model, prompts, sharding, tasks, train
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 from r1jax.tokenizer import ByteTokenizer
 
@@ -43,7 +43,19 @@ def load_problems(c, split: str, n: int, seed: int) -> list[tasks.Problem]:
     return problems[:n] if n else problems
 
 
-def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True):
+def make_mesh(c):
+    """The device mesh of `config.mesh`, or None for a single device (plain jit)."""
+    sizes = dict(c.mesh)
+    devices = None
+    if -1 not in sizes.values():
+        n = int(np.prod(list(sizes.values())))
+        if n == 1:
+            return None
+        devices = jax.devices()[:n]
+    return sharding.make_mesh(sizes, devices)
+
+
+def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True, mesh=None):
     """(model cfg, tokenizer, params) of the base policy: HF folder or pretrained tiny model."""
     if c.model.path:
         from r1jax import hf
@@ -67,7 +79,7 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
                             checkpoint_every=max(c.pretrain.steps // 4, 1), seed=c.seed)
     params = train.run_sft(params, cfg, tokens, mask, loop, os.path.join(workdir, "base"),
                            batch_size=c.pretrain.batch_size, stage="pretrain", writer=writer,
-                           show_progress=show_progress)
+                           mesh=mesh, show_progress=show_progress)
     return cfg, tok, params
 
 
@@ -103,9 +115,11 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     """Runs the experiment of config `c` in `workdir`; returns (and writes) the results."""
     t_start = time.time()
     grpo_cfg, rollout, loop = settings(c)
+    mesh = make_mesh(c)
     os.makedirs(workdir, exist_ok=True)
     writer = MetricWriter(workdir)
-    cfg, tok, params = base_model(c, workdir, writer, show_progress)
+    cfg, tok, params = base_model(c, workdir, writer, show_progress, mesh)
+    shard = None if mesh is None else sharding.make_shard_fn(mesh)
     eval_problems = load_problems(c, "test", c.eval.num_problems, seed=c.seed + 1)
     eval_key = jax.random.key(c.seed + 12345)
 
@@ -113,7 +127,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
         return evaluation.evaluate(p, cfg, tok, eval_problems, jax.random.fold_in(eval_key, step),
                                    template=c.task.template, max_new_tokens=c.grpo.max_new_tokens,
                                    num_samples=c.eval.num_samples,
-                                   temperature=c.eval.temperature)
+                                   temperature=c.eval.temperature, shard=shard)
 
     base = evaluate(params, 0)
     writer.write(0, {f"eval_{k}": v for k, v in base.items() if isinstance(v, (int, float))},
@@ -131,7 +145,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
 
     params = train.run_grpo(params, cfg, tok, train_problems, loop, rollout, grpo_cfg,
                             os.path.join(workdir, "grpo"), writer=writer, evaluate_fn=evaluate,
-                            eval_every=c.eval.every, show_progress=show_progress)
+                            eval_every=c.eval.every, mesh=mesh, show_progress=show_progress)
     final = evaluate(params, c.grpo.steps)
     writer.write(c.grpo.steps, {f"eval_{k}": v for k, v in final.items()
                                 if isinstance(v, (int, float))}, "grpo")

@@ -17,9 +17,11 @@ from typing import Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import sharding as sharding_lib
 from r1jax import evaluation, grpo, prompts, rewards, sft, tasks
 from r1jax.model import ModelConfig
 from r1jax.reporting import MetricWriter
@@ -107,6 +109,22 @@ def _optimizer(loop: LoopConfig):
                           total_steps=max(loop.steps, 1), schedule=loop.schedule)
 
 
+def _place(state: TrainState, cfg: ModelConfig, mesh):
+    """Lays the state out on `mesh` by the sharding rules; returns (state, state shardings,
+    a function giving a batch dict's shardings). Without a mesh: (state, None, None)."""
+    if mesh is None:
+        return state, None, None
+    p_sh = sharding_lib.param_shardings(cfg, mesh)
+    state_sh = TrainState(params=p_sh, step=NamedSharding(mesh, PartitionSpec()),
+                          opt_state=sharding_lib.opt_state_shardings(state.opt_state,
+                                                                     state.params, p_sh))
+
+    def batch_sh(batch):
+        return {k: sharding_lib.batch_sharding(mesh, ndim=np.ndim(v), shape=np.shape(v))
+                for k, v in batch.items()}
+    return jax.device_put(state, state_sh), state_sh, batch_sh
+
+
 def _restore_or(manager: ckpt_lib.CheckpointManager, state: TrainState):
     """(state, first step) from the newest readable checkpoint, or (state, 0)."""
     if manager.latest_step() is None:
@@ -126,16 +144,22 @@ def _save(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, sta
 
 def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
             loop: LoopConfig, workdir: str, *, batch_size: int, stage: str = "sft",
-            writer: Optional[MetricWriter] = None, shard=None, show_progress: bool = True):
+            writer: Optional[MetricWriter] = None, mesh=None, show_progress: bool = True):
     """Masked next-token SFT on fixed examples; batch at step s is drawn from (seed, s).
 
     Checkpoints to `workdir` every `loop.checkpoint_every` steps and when preempted; returns
-    the final params. Resumes from `workdir` when it holds a checkpoint.
+    the final params. Resumes from `workdir` when it holds a checkpoint. With a `mesh`, the
+    state and batches are sharded by the rules of `r1jax.sharding`.
     """
     tx = _optimizer(loop)
-    step_fn = sft.make_sft_step(cfg, tx, shard=shard)
+    state, state_sh, batch_sh = _place(TrainState.create(params, tx), cfg, mesh)
+    shard = None if mesh is None else sharding_lib.make_shard_fn(mesh)
+    step_fn = sft.make_sft_step(
+        cfg, tx, shard=shard, state_sharding=state_sh,
+        batch_sharding=None if mesh is None else batch_sh({"tokens": tokens[:batch_size],
+                                                            "loss_mask": loss_mask[:batch_size]}))
     manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, TrainState.create(params, tx))
+    state, start = _restore_or(manager, state)
     bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
                total=loop.steps)
     pending = None
@@ -285,7 +309,7 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
              loop: LoopConfig, rollout: RolloutConfig, grpo_cfg: grpo.GRPOConfig, workdir: str,
              *, stage: str = "grpo", writer: Optional[MetricWriter] = None,
              evaluate_fn: Optional[Callable[[object, int], dict]] = None, eval_every: int = 0,
-             reward_fn: Optional[Callable] = None, shard=None, show_progress: bool = True):
+             reward_fn: Optional[Callable] = None, mesh=None, show_progress: bool = True):
     """GRPO from `params` (also the frozen reference policy when beta > 0).
 
     train_problems(step, round) returns the P problems of a step's refill round, a pure
@@ -294,12 +318,20 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
     params.
     """
     tx = _optimizer(loop)
-    step_fn = grpo.make_grpo_step(cfg, tx, grpo_cfg, shard=shard)
+    state, state_sh, batch_sh = _place(TrainState.create(params, tx), cfg, mesh)
+    shard = None if mesh is None else sharding_lib.make_shard_fn(mesh)
     # A copy: the policy's buffers are donated to the step and must not alias the reference.
-    ref_params = jax.tree.map(jnp.copy, params) if grpo_cfg.beta > 0 else None
-    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, TrainState.create(params, tx))
+    ref_params = jax.tree.map(jnp.copy, state.params) if grpo_cfg.beta > 0 else None
     length = -(-(rollout.max_prompt_tokens + rollout.max_new_tokens) // 16) * 16
+    B = rollout.prompts_per_step * grpo_cfg.num_generations
+    example = {"tokens": np.zeros((B, length)), "completion_mask": np.zeros((B, length - 1)),
+               "old_logprobs": np.zeros((B, length - 1)), "advantages": np.zeros((B,))}
+    if grpo_cfg.overlong_filter:
+        example["truncated"] = np.zeros((B,), bool)
+    step_fn = grpo.make_grpo_step(cfg, tx, grpo_cfg, shard=shard, state_sharding=state_sh,
+                                  batch_sharding=None if mesh is None else batch_sh(example))
+    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
+    state, start = _restore_or(manager, state)
     base_key = jax.random.key(loop.seed)
     bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
                total=loop.steps)
