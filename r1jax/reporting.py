@@ -28,6 +28,10 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, tensorboard: bool = True):
+        import jax
+        self._active = jax.process_index() == 0  # metrics are written once, by process 0
+        if not self._active:
+            return
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._file = open(self.path, "a", encoding="utf-8")
@@ -40,6 +44,8 @@ class MetricWriter:
                 self._tb = None
 
     def write(self, step: int, scalars: Mapping[str, float], stage: str = "") -> None:
+        if not self._active:
+            return
         row = {"step": int(step), "stage": stage}
         row.update({k: _plain(v) for k, v in scalars.items()})
         self._file.write(json.dumps(row) + "\n")
@@ -50,6 +56,8 @@ class MetricWriter:
                     self._tb.add_scalar(f"{stage}/{name}" if stage else name, value, step)
 
     def close(self) -> None:
+        if not self._active:
+            return
         self._file.close()
         if self._tb is not None:
             self._tb.close()
