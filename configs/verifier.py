@@ -2,7 +2,7 @@
 
 Variants (`get_config(VARIANT)`; the test-time scaling config nests this as `config.verifier`):
   tiny          the tiny byte-level base model's samples on synthetic arithmetic; step labels
-                by Monte Carlo rollouts (k per step prefix); 2 CPU cores, about a minute a model.
+                by Monte Carlo rollouts (k per step prefix); 2 CPU cores, a minute or two a model.
   qwen2.5-0.5b  a real policy's samples on GSM8K-style JSONL; more samples and rollouts.
 
 Step labels (`labels`):
@@ -19,8 +19,8 @@ import ml_collections
 
 def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.num_problems = 320          # train-split problems the policy samples on
-    c.samples_per_problem = 6     # policy samples per problem (temperature below)
+    c.num_problems = 200          # train-split problems the policy samples on
+    c.samples_per_problem = 4     # policy samples per problem (temperature below)
     c.temperature = 1.0
     c.labels = "mc"               # "mc" (rollouts from step prefixes) | "gold" (worked solutions)
     c.mc_rollouts = 4             # k, rollouts per step prefix (labels="mc")
@@ -28,8 +28,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
                                   # sample) instead of hard (any rollout correct)
     c.gold_error_rate = 0.3       # labels="gold": per-step error rate of the worked solutions
     c.validation_fraction = 0.1   # share of the problems held out for the step-level AUC
-    c.steps = 240                 # optimizer steps per verifier (ORM and PRM each)
-    c.batch_size = 32
+    c.steps = 150                 # optimizer steps per verifier (ORM and PRM each)
+    c.batch_size = 16
     c.learning_rate = 3e-4        # AdamW, cosine decay after warmup
     c.warmup_steps = 20
     c.weight_decay = 0.0

@@ -187,3 +187,22 @@ def test_runner_smoke(tmp_path):
             assert 0 <= x["ci"][0] <= x["accuracy"] <= x["ci"][1] <= 1
     table = (tmp_path / "results.md").read_text()
     assert "| majority vote |" in table and "| MCTS |" in table
+
+
+@pytest.mark.slow
+def test_tiny_experiment_end_to_end(tmp_path):
+    """The tiny variant end to end (its own 200-step base; held-out budgets reduced to greedy
+    and N=16, no tree search). Asserts only what the one measured seed showed with margin
+    (experiments/benchmarks/RESULTS.md, "Test-time scaling"): the PRM separates good from bad
+    step prefixes on held-out train-split samples (step AUC 0.83 measured; this part of the run
+    does not depend on the reduced budgets). The issue's targets (majority@16 > greedy,
+    held-out PRM AUC >= 0.8) were NOT met by that base model, so they are not asserted."""
+    c = tts_config("tiny")
+    c.unlock()
+    c.tts.budgets = (1, 16)
+    c.tts.search_budgets = ()
+    c.lock()
+    results = scaling.run(c, str(tmp_path), show_progress=False)
+    assert results["verifier"]["prm_step_auc_validation"] >= 0.7
+    assert [x["n"] for x in results["curves"]["majority"]] == [1, 16]
+    assert (tmp_path / "tts.png").exists()
