@@ -26,17 +26,17 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.task.template = "r1_zero_short" # r1jax.prompts.TEMPLATES key
     c.task.num_ops = (2, 3)           # arithmetic difficulty: operations per problem
     c.task.digits = (1, 1)            # arithmetic difficulty: digits per number
-    c.task.ops = "+-"                 # arithmetic operators (a subset of "+-*")
+    c.task.ops = "+"                  # arithmetic operators (a subset of "+-*")
     c.task.train_path = ""            # gsm8k: local JSONL files
     c.task.test_path = ""
 
     # Base pretraining on the synthetic corpus (skipped when model.path is set).
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.num_examples = 40_000  # corpus size (pairs of prompt and worked solution)
-    c.pretrain.steps = 1200
-    c.pretrain.batch_size = 64
+    c.pretrain.steps = 600
+    c.pretrain.batch_size = 32
     c.pretrain.seq_len = 128          # tokens (bytes) per example, prompt + completion
-    c.pretrain.learning_rate = 3e-3
+    c.pretrain.learning_rate = 5e-3
     c.pretrain.warmup_steps = 100
     c.pretrain.weight_decay = 0.01
     # Styles of the corpus: careful worked solutions are in the distribution but not the mode.

@@ -119,9 +119,9 @@ class ModelConfig:
 
 
 PRESETS = {
-    # ~3.3M parameters over a 264-symbol byte vocabulary: trains on 2 CPU cores in minutes.
-    "tiny": ModelConfig(vocab_size=264, d_model=256, n_layers=4, n_heads=8, n_kv_heads=4,
-                        head_dim=32, d_ff=768, rope_theta=10000.0, tie_embeddings=True,
+    # 0.82M parameters over a 264-symbol byte vocabulary: pretrains on 2 CPU cores in minutes.
+    "tiny": ModelConfig(vocab_size=264, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                        head_dim=32, d_ff=384, rope_theta=10000.0, tie_embeddings=True,
                         max_seq_len=512),
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14,
                                 n_kv_heads=2, head_dim=64, d_ff=4864, rope_theta=1e6,
