@@ -11,3 +11,34 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(name: str, variant: str):
+    """`configs/<name>.py:get_config(variant)` (configs/ is a folder of files, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_config", _CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_workdir(tmp_path_factory):
+    """A workdir whose `base/` holds the tiny R1-Zero base model, pretrained once per test
+    session (the end-to-end tests that use it share an xdist group, so one worker runs them)."""
+    from r1jax import r1_zero
+    from r1jax.reporting import MetricWriter
+
+    workdir = tmp_path_factory.mktemp("tiny_base")
+    writer = MetricWriter(str(workdir))
+    r1_zero.base_model(load_config("r1_zero", "tiny"), str(workdir), writer,
+                       show_progress=False)
+    writer.close()
+    return workdir

@@ -1,21 +1,16 @@
 """The R1-Zero experiment: config validation, and the tiny run learning for real."""
-import importlib.util
 import json
 import os
+import shutil
 
 import pytest
+from conftest import load_config
 
 from r1jax import r1_zero
 
-_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
-
 
 def _config(variant="tiny"):
-    spec = importlib.util.spec_from_file_location("r1_zero_config",
-                                                  os.path.join(_CONFIGS, "r1_zero.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return load_config("r1_zero", variant)
 
 
 def test_config_variants_and_typos_fail_with_the_field_name():
@@ -47,9 +42,12 @@ def test_bad_task_fails_with_the_field_name(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_r1_zero_learns(tmp_path):
+@pytest.mark.xdist_group("tiny_base")
+def test_tiny_r1_zero_learns(tmp_path, tiny_base_workdir):
     """The acceptance run of `make demo`: held-out accuracy rises >= 20 points above the base
     model's and the format rate reaches >= 0.95 (seed-to-seed spread in RESULTS.md)."""
+    # The session's pretrained base (the same config) is reused, as `make demo` reuses its own.
+    shutil.copytree(tiny_base_workdir / "base", tmp_path / "base")
     results = r1_zero.run(_config(), str(tmp_path), show_progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["final_accuracy"] == results["final_accuracy"]
