@@ -1,26 +1,19 @@
 """The test-time scaling experiment: step splitting, vote/BoN curves against hand-computed
 numbers, chunked proposals, a smoke run of the whole runner, and (slow) the tiny experiment's
 headline results."""
-import importlib.util
 import json
-import math
-import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
+from conftest import load_config
 from r1jax import scaling, search, tasks
 from r1jax.tokenizer import ByteTokenizer
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 def tts_config(variant="tiny"):
-    spec = importlib.util.spec_from_file_location("tts_config",
-                                                  REPO / "configs" / "test_time_scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return load_config("test_time_scaling", variant)
 
 
 # ----------------------------------------------------------------------------- step splitting
@@ -122,8 +115,13 @@ def test_summary_compares_at_equal_tokens():
 
 def test_config_variants_and_bad_fields():
     c = tts_config("tiny")
-    assert tuple(c.tts.budgets) == (1, 2, 4, 8, 16, 32, 64)
+    assert tuple(c.tts.budgets) == (1, 2, 4, 8, 16, 32)
     assert c.model.preset == "tiny" and c.verifier.labels == "mc"
+    # The tiny variant reuses r1_zero's tiny base: same model, task and pretraining.
+    r1 = load_config("r1_zero", "tiny")
+    for field in ("model", "task", "pretrain"):
+        assert c[field].to_dict() == r1[field].to_dict(), field
+    assert c.seed == r1.seed
     q = tts_config("qwen2.5-0.5b")
     assert q.task.name == "gsm8k" and q.model.compute_dtype == "bfloat16"
     with pytest.raises(ValueError, match="variant"):
@@ -190,19 +188,29 @@ def test_runner_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_experiment_end_to_end(tmp_path):
-    """The tiny variant end to end (its own 200-step base; held-out budgets reduced to greedy
-    and N=16, no tree search). Asserts only what the one measured seed showed with margin
-    (experiments/benchmarks/RESULTS.md, "Test-time scaling"): the PRM separates good from bad
-    step prefixes on held-out train-split samples (step AUC 0.83 measured; this part of the run
-    does not depend on the reduced budgets). The issue's targets (majority@16 > greedy,
-    held-out PRM AUC >= 0.8) were NOT met by that base model, so they are not asserted."""
+@pytest.mark.xdist_group("tiny_base")
+def test_tiny_experiment_end_to_end(tiny_base_workdir, tmp_path):
+    """The tiny variant end to end on the session's r1_zero tiny base (held-out budgets
+    reduced to greedy and N=16, no tree search). Asserts only what both measured seeds showed
+    with margin (experiments/benchmarks/RESULTS.md, "Test-time scaling"; tts seeds 0 / 1):
+    majority@16 far above one sample (0.71 / 0.71 vs 0.29 / 0.28), pass@16 near 1
+    (0.98 / 0.97), greedy far above one sample (0.97 / 0.87), the PRM separating good from bad
+    step prefixes on held-out train-split samples (step AUC 0.82 / 0.77) and correct from wrong
+    held-out samples (PRM last 0.80 / 0.78, ORM 0.78 / 0.73). Not asserted: the issue's
+    "majority@16 > greedy" (greedy wins at temperature 1) and "PRM AUC >= 0.8" (at the edge)."""
+    base = tmp_path / "base_workdir"
+    shutil.copytree(tiny_base_workdir / "base", base / "base")   # the runner only reads it
     c = tts_config("tiny")
     c.unlock()
+    c.base_workdir = str(base)
     c.tts.budgets = (1, 16)
     c.tts.search_budgets = ()
     c.lock()
-    results = scaling.run(c, str(tmp_path), show_progress=False)
+    results = scaling.run(c, str(tmp_path / "run"), show_progress=False)
+    curves = {m: {x["n"]: x["accuracy"] for x in cv} for m, cv in results["curves"].items()}
+    assert curves["majority"][16] >= curves["majority"][1] + 0.25
+    assert curves["pass_at_n"][16] >= 0.9
+    assert curves["greedy"][1] >= curves["majority"][1] + 0.4
     assert results["verifier"]["prm_step_auc_validation"] >= 0.7
-    assert [x["n"] for x in results["curves"]["majority"]] == [1, 16]
-    assert (tmp_path / "tts.png").exists()
+    assert results["auc"]["prm_last"] >= 0.7 and results["auc"]["orm"] >= 0.65
+    assert (tmp_path / "run" / "tts.png").exists()
