@@ -47,7 +47,7 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.pretrain.style_mixed_language = 0.1
 
     c.grpo = ml_collections.ConfigDict()
-    c.grpo.steps = 60
+    c.grpo.steps = 100
     c.grpo.prompts_per_step = 16      # P
     c.grpo.num_generations = 8        # G
     c.grpo.beta = 0.04                # β, k3 KL to the reference (the base model)
