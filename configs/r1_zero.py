@@ -27,6 +27,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.task.num_ops = (2, 3)           # arithmetic difficulty: operations per problem
     c.task.digits = (1, 1)            # arithmetic difficulty: digits per number
     c.task.ops = "+"                  # arithmetic operators (a subset of "+-*")
+    c.task.order = "left"             # arithmetic worked solutions: "left" to right, or "any"
+                                      # order of the terms (sums only: many reasoning paths)
     c.task.train_path = ""            # gsm8k: local JSONL files
     c.task.test_path = ""
 

@@ -27,7 +27,7 @@ def _style_mix(c) -> dict[str, float]:
 def _difficulty(c) -> dict:
     if c.task.name == "arithmetic":
         return {"num_ops": tuple(c.task.num_ops), "digits": tuple(c.task.digits),
-                "ops": c.task.ops}
+                "ops": c.task.ops, "order": c.task.order}
     return {}
 
 

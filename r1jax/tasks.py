@@ -92,12 +92,20 @@ def _check_language(language: str) -> dict[str, str]:
 # Arithmetic
 
 
-def sample_arithmetic(rng: random.Random, num_ops=(2, 3), digits=(1, 2), ops: str = "+-*"
-                      ) -> Problem:
+def sample_arithmetic(rng: random.Random, num_ops=(2, 3), digits=(1, 2), ops: str = "+-*",
+                      order: str = "left") -> Problem:
     """An expression with `num_ops` operators drawn from `ops` (a subset of "+-*") over
-    integers of `digits` digits (each an int or an inclusive (lo, hi) range)."""
+    integers of `digits` digits (each an int or an inclusive (lo, hi) range).
+
+    `order` is how worked solutions proceed: "left" evaluates one operation per step from the
+    left (`*` first); "any" (sums only, ops="+") adds the numbers in a random order drawn per
+    solution, so one problem has many distinct correct reasoning paths."""
     if not ops or set(ops) - set("+-*"):
         raise ValueError(f"arithmetic ops must be a non-empty subset of '+-*', got {ops!r}")
+    if order not in ("left", "any"):
+        raise ValueError(f"arithmetic order must be 'left' or 'any', got {order!r}")
+    if order == "any" and ops != "+":
+        raise ValueError(f"arithmetic order='any' needs ops='+' (a sum), got ops={ops!r}")
     n_ops = _rand_range(rng, num_ops)
     numbers = []
     for _ in range(n_ops + 1):
@@ -106,7 +114,10 @@ def sample_arithmetic(rng: random.Random, num_ops=(2, 3), digits=(1, 2), ops: st
     chosen = [rng.choice(ops) for _ in range(n_ops)]
     question = str(numbers[0]) + "".join(f"{o}{x}" for o, x in zip(chosen, numbers[1:]))
     value = _arithmetic_trace(numbers, chosen, None, 0.0)[-1][-1]
-    return Problem(question, str(value), "arithmetic", {"numbers": numbers, "ops": chosen})
+    meta = {"numbers": numbers, "ops": chosen}
+    if order != "left":
+        meta["order"] = order
+    return Problem(question, str(value), "arithmetic", meta)
 
 
 def _arithmetic_trace(numbers, ops, rng, error_rate):
@@ -128,8 +139,10 @@ def _arithmetic_trace(numbers, ops, rng, error_rate):
 def solve_arithmetic(problem: Problem, rng: random.Random, error_rate: float = 0.0,
                      language: str = "en") -> Solution:
     words = _check_language(language)
-    trace = _arithmetic_trace(problem.metadata["numbers"], problem.metadata["ops"], rng,
-                              error_rate)
+    numbers = list(problem.metadata["numbers"])
+    if problem.metadata.get("order", "left") == "any":
+        rng.shuffle(numbers)  # a sum: any order of the terms is a correct path
+    trace = _arithmetic_trace(numbers, problem.metadata["ops"], rng, error_rate)
     steps, oks, ok_so_far = [], [], True
     for i, (a, op, b, ok, r) in enumerate(trace):
         ok_so_far = ok_so_far and ok

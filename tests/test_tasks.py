@@ -91,6 +91,31 @@ def test_arithmetic_worked_solution_respects_precedence():
         tasks.solve(p, random.Random(0), language="de")
 
 
+def test_sums_in_any_order_have_many_correct_paths():
+    kw = dict(num_ops=3, digits=(1, 2), ops="+")
+    left = tasks.generate("arithmetic", 3, 50, split="test", **kw)
+    anyo = tasks.generate("arithmetic", 3, 50, split="test", order="any", **kw)
+    assert [p.question for p in left] == [p.question for p in anyo]  # same problems
+    rng = random.Random(0)
+    for p in anyo:
+        paths = set()
+        for _ in range(30):
+            s = tasks.solve(p, rng)
+            assert s.answer == p.answer and all(s.step_correct)
+            # each step adds a term of the question (or a partial sum) to the running sum
+            terms = [int(x) for step in s.steps[:-1] for x in step.split()[1].split("=")[0]
+                     .split("+")]
+            assert sorted(terms[:2] + terms[3::2]) == sorted(p.metadata["numbers"])
+            paths.add(s.steps)
+        assert len(paths) > 1 + (len(set(p.metadata["numbers"])) > 2)
+    # left to right is one path per problem
+    assert len({tasks.solve(left[0], rng).steps for _ in range(10)}) == 1
+    with pytest.raises(ValueError, match="order='any' needs ops='\\+'"):
+        tasks.generate("arithmetic", 0, 1, ops="+-", order="any")
+    with pytest.raises(ValueError, match="order must be"):
+        tasks.generate("arithmetic", 0, 1, order="random")
+
+
 def test_errors_propagate_and_are_labelled():
     p = tasks.Problem("2+3*4-5", "9", "arithmetic", {"numbers": [2, 3, 4, 5], "ops": ["+", "*", "-"]})
     s = tasks.solve(p, random.Random(0), error_rate=1.0)
