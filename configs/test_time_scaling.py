@@ -4,9 +4,10 @@
  --workdir runs/tts`
 
 Variants:
-  tiny          the tiny byte-level base model of configs/r1_zero.py:tiny (pretrained into
-                <workdir>/base, or reused from --config.base_workdir), an ORM and a PRM trained
-                on its own samples (configs/verifier.py:tiny), held-out synthetic arithmetic.
+  tiny          a tiny byte-level base model pretrained as in configs/r1_zero.py:tiny but on
+                sums worked in any order of the terms (into <workdir>/base, or reused from
+                --config.base_workdir), an ORM and a PRM trained on its own samples
+                (configs/verifier.py:tiny), held-out synthetic sums, sampling at T = 0.5.
   qwen2.5-0.5b  a local Hugging Face policy (--config.model.path) on GSM8K-style JSONL
                 (--config.task.train_path / test_path); the ORM and PRM are value heads over a
                 copy of the policy trunk trained on its samples (or --config.verifier.trunk_path
@@ -66,9 +67,12 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.tts.score_batch = 64            # rows per verifier forward pass
 
     if variant == "tiny":
-        # Pretraining is r1_zero's tiny one (the same base model, so --config.base_workdir can
-        # point at an r1_zero tiny run); the rest takes 5-6 minutes on 2 shared CPU cores.
-        c.tts.num_problems = 60       # Wilson half-width <= 0.126 at 60
+        # r1_zero's tiny pretraining, except that the worked solutions add the terms in any
+        # order: each problem has many correct reasoning paths (self-consistency's premise).
+        # Greedy decoding follows one path; samples follow many, and their errors differ.
+        c.task.order = "any"
+        c.tts.temperature = 0.5
+        c.tts.num_problems = 200      # Wilson half-width <= 0.07; paired differences tighter
         c.tts.budgets = (1, 2, 4, 8, 16, 32)
         c.tts.search_budgets = (4, 8)
     elif variant == "qwen2.5-0.5b":

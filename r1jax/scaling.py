@@ -274,11 +274,25 @@ def _auc(scores, labels) -> Optional[float]:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _point(n: int, correct_sum: float, P: int, tokens: float, vtokens: float = 0.0) -> dict:
-    correct_sum = min(max(correct_sum, 0.0), float(P))  # float sums of 1 / G may overshoot
+def _point(n: int, per_problem: Sequence[float], tokens: float, vtokens: float = 0.0) -> dict:
+    """A curve point from per-problem accuracies (0/1, or a group average in [0, 1])."""
+    P = len(per_problem)
+    correct_sum = min(max(float(np.sum(per_problem)), 0.0), float(P))  # float sums may overshoot
     lo, hi = search.wilson_interval(correct_sum, P)
     return {"n": n, "accuracy": correct_sum / P, "ci": [lo, hi], "tokens": tokens,
-            "verifier_tokens": vtokens}
+            "verifier_tokens": vtokens, "per_problem": [round(float(x), 6) for x in per_problem]}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], z: float = 1.96
+                      ) -> tuple[float, float, float]:
+    """(mean, lo, hi) of the per-problem difference a - b on the same problems: mean +- z
+    standard errors (normal approximation; the problems are the unit of independence). Much
+    tighter than comparing two unpaired intervals when a and b succeed on the same problems."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.ndim != 1 or d.size < 2:
+        raise ValueError(f"need two equal-length 1-D sequences of >= 2 problems, got {d.shape}")
+    half = z * float(d.std(ddof=1)) / math.sqrt(d.size)
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
 
 
 def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
@@ -286,8 +300,9 @@ def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
     """Majority vote, BoN-ORM, BoN-PRM, weighted BoN and pass@N from S samples per problem
     (sols [P][S], orm/prm [P][S] solution scores, read [P][S] tokens a verifier reads per
     sample) at each N in budgets (N <= S): the samples are split into S // N disjoint groups;
-    accuracy and tokens are averaged over the groups. BoN methods report the verifier tokens
-    of one verifier (the ORM and the PRM read the same tokens)."""
+    accuracy (per problem: the share of its groups that are right) and tokens are averaged over
+    the groups. BoN methods report the verifier tokens of one verifier (the ORM and the PRM
+    read the same tokens)."""
     P, S = len(sols), len(sols[0])
     answers = [[rewards.extract_answer(_text(s)) for s in row] for row in sols]
     ok_cache: dict[tuple[int, Optional[str]], bool] = {}
@@ -302,7 +317,7 @@ def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
         if not 1 <= n <= S:
             raise ValueError(f"budget N={n} needs 1 <= N <= samples per problem ({S})")
         G = S // n
-        acc = {m: 0.0 for m in curves}
+        acc = {m: np.zeros(P) for m in curves}
         tokens = vtokens = 0.0
         for p in range(P):
             for g in range(G):
@@ -310,23 +325,22 @@ def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
                 ans = [answers[p][i] for i in idx]
                 o = [orm[p][i] for i in idx]
                 r = [prm[p][i] for i in idx]
-                acc["majority"] += ok(p, search.majority_vote(ans)) / G
-                acc["bon_orm"] += ok(p, ans[int(np.argmax(o))]) / G
-                acc["bon_prm"] += ok(p, ans[int(np.argmax(r))]) / G
-                acc["weighted_bon"] += ok(p, search.weighted_vote(ans, r)) / G
-                acc["pass_at_n"] += any(ok(p, a) for a in ans) / G
+                acc["majority"][p] += ok(p, search.majority_vote(ans)) / G
+                acc["bon_orm"][p] += ok(p, ans[int(np.argmax(o))]) / G
+                acc["bon_prm"][p] += ok(p, ans[int(np.argmax(r))]) / G
+                acc["weighted_bon"][p] += ok(p, search.weighted_vote(ans, r)) / G
+                acc["pass_at_n"][p] += any(ok(p, a) for a in ans) / G
                 tokens += sum(sum(s.num_tokens for s in sols[p][i]) for i in idx) / G
                 vtokens += sum(read[p][i] for i in idx) / G if read is not None else 0.0
         for m in curves:
             verified = vtokens / P if m in ("bon_orm", "bon_prm", "weighted_bon") else 0.0
-            curves[m].append(_point(n, acc[m], P, tokens / P, verified))
+            curves[m].append(_point(n, acc[m], tokens / P, verified))
     return curves
 
 
 def _search_point(name, n, problems, results) -> dict:
-    P = len(problems)
-    k = sum(_correct(p, r.answer) for p, r in zip(problems, results))
-    return _point(n, float(k), P, float(np.mean([r.generated_tokens for r in results])),
+    ok = [float(_correct(p, r.answer)) for p, r in zip(problems, results)]
+    return _point(n, ok, float(np.mean([r.generated_tokens for r in results])),
                   float(np.mean([r.verifier_tokens for r in results])))
 
 
@@ -470,11 +484,11 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     greedy = sample_solutions(params, cfg, tok, prompt_texts, 1, k_greedy,
                               max_new_tokens=t.max_new_tokens, temperature=0.0,
                               delimiter=delim, batch_rows=t.batch_rows)
-    k = sum(_correct(pr, rewards.extract_answer(_text(row[0])))
-            for pr, row in zip(problems, greedy))
-    curves["greedy"] = [_point(1, float(k), P, float(np.mean(
+    ok = [float(_correct(pr, rewards.extract_answer(_text(row[0]))))
+          for pr, row in zip(problems, greedy)]
+    curves["greedy"] = [_point(1, ok, float(np.mean(
         [sum(s.num_tokens for s in row[0]) for row in greedy])))]
-    _log(f"greedy: {k / P:.3f} ({time.time() - tic:.0f} s)")
+    _log(f"greedy: {np.mean(ok):.3f} ({time.time() - tic:.0f} s)")
     for m in VOTE_METHODS:
         _log(f"{m}: " + ", ".join(f"N={x['n']} {x['accuracy']:.3f}" for x in curves[m]))
 
@@ -528,11 +542,15 @@ def summarize(curves: dict) -> dict:
     out["majority_n"] = maj["n"]
     out["majority"] = maj["accuracy"]
     out["majority_minus_greedy"] = maj["accuracy"] - g["accuracy"]
+    out["majority_minus_greedy_ci"] = list(paired_difference(
+        maj["per_problem"], g["per_problem"])[1:])
     big = curves["weighted_bon"][-1]["n"]
     out["largest_n"] = big
     out["weighted_bon_largest_n"] = curves["weighted_bon"][-1]["accuracy"]
     out["bon_prm_largest_n"] = curves["bon_prm"][-1]["accuracy"]
     out["bon_orm_largest_n"] = curves["bon_orm"][-1]["accuracy"]
+    out["weighted_bon_minus_bon_prm_largest_n_ci"] = list(paired_difference(
+        curves["weighted_bon"][-1]["per_problem"], curves["bon_prm"][-1]["per_problem"])[1:])
     bx = np.log([x["tokens"] for x in curves["bon_prm"]])
     by = [x["accuracy"] for x in curves["bon_prm"]]
     for name in SEARCH_METHODS:
@@ -557,7 +575,16 @@ def results_table(results: dict) -> str:
                          f"{x['ci'][1]:.2f}] / {x['tokens']:.0f} tok")
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     auc = results["auc"]
+    sm = results.get("summary", {})
     lines.append("")
+    if "majority_minus_greedy_ci" in sm:
+        lo, hi = sm["majority_minus_greedy_ci"]
+        wlo, whi = sm["weighted_bon_minus_bon_prm_largest_n_ci"]
+        lines.append(f"Paired over problems (95%): majority@{sm['majority_n']} - greedy = "
+                     f"{sm['majority_minus_greedy']:+.3f} [{lo:+.3f}, {hi:+.3f}]; weighted BoN "
+                     f"- BoN (PRM) at N={sm['largest_n']} = "
+                     f"{sm['weighted_bon_largest_n'] - sm['bon_prm_largest_n']:+.3f} "
+                     f"[{wlo:+.3f}, {whi:+.3f}].")
     lines.append(f"Held-out sample ROC AUC: ORM {_fmt(auc.get('orm'))}, PRM min "
                  f"{_fmt(auc.get('prm_min'))}, prod {_fmt(auc.get('prm_prod'))}, last "
                  f"{_fmt(auc.get('prm_last'))}; {results['num_problems']} problems x "
