@@ -38,7 +38,9 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.unlock()
     c.variant = variant
     c.base_workdir = ""               # a workdir whose base/ holds the pretrained tiny model
-                                      # (an r1_zero or earlier run); "" = pretrain in <workdir>
+                                      # (an earlier run of this variant; read as it is, so it
+                                      # must match model/task/pretrain); "" = pretrain in
+                                      # <workdir>
     c.verifier = _sibling("verifier").get_config(variant)
     c.verifier.trunk_path = ""        # HF folder for the verifier trunk; "" = copy of the policy
 
