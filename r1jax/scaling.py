@@ -575,16 +575,15 @@ def results_table(results: dict) -> str:
                          f"{x['ci'][1]:.2f}] / {x['tokens']:.0f} tok")
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     auc = results["auc"]
-    sm = results.get("summary", {})
+    sm = results["summary"]
+    lo, hi = sm["majority_minus_greedy_ci"]
+    wlo, whi = sm["weighted_bon_minus_bon_prm_largest_n_ci"]
     lines.append("")
-    if "majority_minus_greedy_ci" in sm:
-        lo, hi = sm["majority_minus_greedy_ci"]
-        wlo, whi = sm["weighted_bon_minus_bon_prm_largest_n_ci"]
-        lines.append(f"Paired over problems (95%): majority@{sm['majority_n']} - greedy = "
-                     f"{sm['majority_minus_greedy']:+.3f} [{lo:+.3f}, {hi:+.3f}]; weighted BoN "
-                     f"- BoN (PRM) at N={sm['largest_n']} = "
-                     f"{sm['weighted_bon_largest_n'] - sm['bon_prm_largest_n']:+.3f} "
-                     f"[{wlo:+.3f}, {whi:+.3f}].")
+    lines.append(f"Paired over problems (95%): majority@{sm['majority_n']} - greedy = "
+                 f"{sm['majority_minus_greedy']:+.3f} [{lo:+.3f}, {hi:+.3f}]; weighted BoN - BoN "
+                 f"(PRM) at N={sm['largest_n']} = "
+                 f"{sm['weighted_bon_largest_n'] - sm['bon_prm_largest_n']:+.3f} "
+                 f"[{wlo:+.3f}, {whi:+.3f}].")
     lines.append(f"Held-out sample ROC AUC: ORM {_fmt(auc.get('orm'))}, PRM min "
                  f"{_fmt(auc.get('prm_min'))}, prod {_fmt(auc.get('prm_prod'))}, last "
                  f"{_fmt(auc.get('prm_last'))}; {results['num_problems']} problems x "

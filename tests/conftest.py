@@ -16,8 +16,6 @@ jax.config.update("jax_default_matmul_precision", "highest")
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
-import pytest  # noqa: E402
-
 _CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -28,17 +26,3 @@ def load_config(name: str, variant: str):
     spec.loader.exec_module(module)
     return module.get_config(variant)
 
-
-@pytest.fixture(scope="session")
-def tiny_base_workdir(tmp_path_factory):
-    """A workdir whose `base/` holds the tiny R1-Zero base model, pretrained once per test
-    session (the end-to-end tests that use it share an xdist group, so one worker runs them)."""
-    from r1jax import r1_zero
-    from r1jax.reporting import MetricWriter
-
-    workdir = tmp_path_factory.mktemp("tiny_base")
-    writer = MetricWriter(str(workdir))
-    r1_zero.base_model(load_config("r1_zero", "tiny"), str(workdir), writer,
-                       show_progress=False)
-    writer.close()
-    return workdir
