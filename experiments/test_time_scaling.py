@@ -20,7 +20,7 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from r1jax import scaling
+    from r1jax.recipes import test_time_scaling as scaling
     results = scaling.run(_CONFIG.value, _WORKDIR.value)
     print(scaling.results_table(results))
     print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")

@@ -19,7 +19,8 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from r1jax import distributed, r1_zero
+    from r1jax import distributed
+    from r1jax.recipes import r1_zero
     # Multi-host: R1JAX_COORDINATOR, R1JAX_NUM_PROCESSES, R1JAX_PROCESS_ID (no-op when unset).
     distributed.initialize_distributed()
     results = r1_zero.run(_CONFIG.value, _WORKDIR.value)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from r1jax import prompts, rewards, sampler, tasks
-from r1jax.search import wilson_interval
+from r1jax.stats import wilson_interval
 
 
 @dataclasses.dataclass(frozen=True)

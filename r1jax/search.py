@@ -119,18 +119,6 @@ def weighted_vote(answers: Sequence[Optional[str]], scores: Sequence[float]) -> 
     return max(totals, key=totals.__getitem__) if totals else None
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n (95% at z = 1.96);
-    (0.0, 1.0) when n = 0."""
-    if n < 0 or k < 0 or k > n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 # ----------------------------------------------------------------------------- sampling, scoring

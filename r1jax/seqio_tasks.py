@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from r1jax import data, prompts, rewards, tasks
+from r1jax import data, prompts, rewards, stats, tasks
 
 VOCABULARY = seqio.ByteVocabulary()
 OUTPUT_FEATURES = {
@@ -74,7 +74,7 @@ def pass_at_k(k: int) -> Callable[..., dict[str, float]]:
                 raise ValueError(f"pass@{k} needs at least {k} samples per example, "
                                  f"got {len(samples)}")
             correct = sum(tasks.task_accuracy_reward(problem, s) for s in samples)
-            values.append(tasks.pass_at_k(len(samples), int(correct), k))
+            values.append(stats.pass_at_k(len(samples), int(correct), k))
         return {f"pass@{k}": sum(values) / max(len(values), 1)}
     metric.__name__ = f"pass_at_{k}"
     return metric

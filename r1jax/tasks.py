@@ -624,15 +624,3 @@ def base_corpus(seed: int, n: int, task_mix: Mapping[str, float] | None = None,
     """
     return [(e.prompt, e.completion)
             for e in base_corpus_examples(seed, n, task_mix, style_mix, **kwargs)]
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    result = 1.0
-    for i in range(n - c + 1, n + 1):
-        result *= 1.0 - k / i
-    return 1.0 - result

@@ -313,31 +313,3 @@ def mc_step_labels(rollout_fn: Callable[[list[str], Array], list[str]], question
     ok = np.array([bool(check(p + c, answer)) for p, c in zip(prefixes, completions)],
                   np.float64).reshape(len(steps), k)
     return [float(x) for x in ok.max(axis=1)], [float(x) for x in ok.mean(axis=1)]
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve: P(score of a random positive > a random negative), ties
-    counting one half (Mann-Whitney U with average ranks). Pure numpy.
-    ValueError unless both classes are present and the lengths match."""
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels).astype(bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores ({s.size}) and labels ({y.size}) differ in length")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"roc_auc needs both classes, got {n_pos} positives and "
-                         f"{n_neg} negatives")
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(s.size, np.float64)
-    # Average rank (1-based) for every run of tied scores.
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], s.size]
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))

@@ -5,7 +5,7 @@ import os
 import pytest
 from conftest import load_config
 
-from r1jax import r1_zero
+from r1jax.recipes import r1_zero
 
 
 def _config(variant="tiny"):

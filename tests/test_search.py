@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax import search, verifiers
+from r1jax import search, stats, verifiers
 from r1jax.model import ModelConfig, init_params
 from r1jax.search import Step
 from r1jax.tokenizer import ByteTokenizer
@@ -122,17 +122,6 @@ def test_weighted_vote():
     assert search.weighted_vote([None], [1.0]) is None
     with pytest.raises(ValueError, match="scores"):
         search.weighted_vote(["a"], [1.0, 2.0])
-
-
-def test_wilson_interval_reference_values():
-    # Published values (e.g. Newcombe 1998, Table I): 8/10 -> 0.4902-0.9433; 0/10 -> 0-0.2775.
-    np.testing.assert_allclose(search.wilson_interval(8, 10), (0.4902, 0.9433), atol=1e-4)
-    np.testing.assert_allclose(search.wilson_interval(0, 10), (0.0, 0.2775), atol=1e-4)
-    lo, hi = search.wilson_interval(50, 100)
-    assert lo < 0.5 < hi and math.isclose(lo + hi, 1.0)
-    assert search.wilson_interval(0, 0) == (0.0, 1.0)
-    with pytest.raises(ValueError):
-        search.wilson_interval(3, 2)
 
 
 # ----------------------------------------------------------------------------- Best-of-N

@@ -284,15 +284,6 @@ def test_task_words_are_in_the_language_vocabularies():
                     assert word in rewards.LANGUAGE_WORDS[language], (language, word)
 
 
-def test_pass_at_k_against_brute_force():
-    for n, c, k in [(5, 0, 1), (5, 5, 3), (6, 2, 1), (6, 2, 3), (10, 3, 5), (4, 1, 4)]:
-        combos = list(itertools.combinations([1] * c + [0] * (n - c), k))
-        ref = sum(any(x) for x in combos) / len(combos)
-        assert tasks.pass_at_k(n, c, k) == pytest.approx(ref)
-    with pytest.raises(ValueError):
-        tasks.pass_at_k(3, 4, 1)
-
-
 def test_data_layer_imports_neither_seqio_nor_tensorflow():
     import subprocess
     import sys

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from r1jax import verifiers
+from r1jax import stats, verifiers
 from r1jax.model import ModelConfig, hidden_states, init_params
 from r1jax.tokenizer import ByteTokenizer
 
@@ -175,20 +175,6 @@ def test_mc_step_labels_equal_hand_computed_labels():
         verifiers.mc_step_labels(lambda p, k: [], "Q:", steps, "7", 2, jax.random.key(0))
 
 
-def test_roc_auc_against_pairwise_count():
-    rng = np.random.default_rng(0)
-    scores = rng.integers(0, 5, 200).astype(float)        # many ties
-    labels = rng.uniform(size=200) < 0.3 + 0.1 * scores
-    pos, neg = scores[labels], scores[~labels]
-    ref = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
-    assert abs(verifiers.roc_auc(scores, labels) - ref) < 1e-12
-    assert verifiers.roc_auc([0.1, 0.2, 0.9, 0.8], [0, 0, 1, 1]) == 1.0
-    assert verifiers.roc_auc([0.9, 0.8, 0.1], [0, 0, 1]) == 0.0
-    assert verifiers.roc_auc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5
-    with pytest.raises(ValueError, match="both classes"):
-        verifiers.roc_auc([0.1, 0.2], [1, 1])
-
-
 # ----------------------------------------------------------------------------- learning
 # Toy task: count up by one mod 10 from the digit in the question ("Q3:" -> "3+1=4", "4+1=5",
 # ...). Half the solutions contain exactly one wrong step ("4+1=7"), after which they go on
@@ -243,12 +229,12 @@ def test_prm_learns_to_flag_the_wrong_step():
     right = [x for row, e in zip(step_scores, held) for j, x in enumerate(row) if e[2][j] > 0]
     assert np.mean(at_wrong) < 0.25 and np.mean(right) > 0.75, (np.mean(at_wrong),
                                                                np.mean(right))
-    auc = verifiers.roc_auc(np.concatenate(step_scores),
+    auc = stats.roc_auc(np.concatenate(step_scores),
                             np.concatenate([e[2] for e in held]) > 0.5)
     assert auc >= 0.9, auc
     # Aggregated by "min", the PRM tells correct solutions from flawed ones.
     sol = np.asarray(verifiers.aggregate_step_scores(s, batch["step_mask"], "min"))
-    assert verifiers.roc_auc(sol, [e[3] < 0 for e in held]) >= 0.9
+    assert stats.roc_auc(sol, [e[3] < 0 for e in held]) >= 0.9
 
 
 @pytest.mark.slow
@@ -264,7 +250,7 @@ def test_orm_learns_correctness():
     hb = verifiers.make_orm_batch(TOK, [e[0] for e in held], [e[1] for e in held],
                                   [float(e[3] < 0) for e in held], length=40)
     orm = np.asarray(verifiers.orm_scores(vp, CFG, hb["tokens"], hb["lengths"]))
-    assert verifiers.roc_auc(orm, hb["labels"] > 0.5) >= 0.9
+    assert stats.roc_auc(orm, hb["labels"] > 0.5) >= 0.9
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 `run(config, workdir)` takes a `configs/test_time_scaling.py` config and
 
 1. gets the base policy (`base_policy`): the newest checkpoint of `<base_workdir>/base`, or
-   `r1_zero.base_model` (the tiny model pretrained into `<workdir>/base`, reused when it is
+   `pretrain.base_model` (the tiny model pretrained into `<workdir>/base`, reused when it is
    there; or a local HF folder);
 2. trains an ORM and a PRM (value heads over copies of the policy trunk, `r1jax.verifiers`) on
    the policy's own samples on train problems: outcome labels from the task checker, step labels
@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from r1jax import prompts as prompts_lib
-from r1jax import r1_zero, rewards, sampler, search, tasks, verifiers
+from r1jax import pretrain, rewards, sampler, search, stats, tasks, verifiers
 from r1jax.reporting import MetricWriter
 
 Solution = tuple[search.Step, ...]
@@ -269,7 +269,7 @@ def _auc(scores, labels) -> Optional[float]:
     labels = np.asarray(labels, bool)
     if labels.all() or not labels.any():
         return None
-    return verifiers.roc_auc(np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0), labels)
+    return stats.roc_auc(np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0), labels)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -278,21 +278,11 @@ def _point(n: int, per_problem: Sequence[float], tokens: float, vtokens: float =
     """A curve point from per-problem accuracies (0/1, or a group average in [0, 1])."""
     P = len(per_problem)
     correct_sum = min(max(float(np.sum(per_problem)), 0.0), float(P))  # float sums may overshoot
-    lo, hi = search.wilson_interval(correct_sum, P)
+    lo, hi = stats.wilson_interval(correct_sum, P)
     return {"n": n, "accuracy": correct_sum / P, "ci": [lo, hi], "tokens": tokens,
             "verifier_tokens": vtokens, "per_problem": [round(float(x), 6) for x in per_problem]}
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], z: float = 1.96
-                      ) -> tuple[float, float, float]:
-    """(mean, lo, hi) of the per-problem difference a - b on the same problems: mean +- z
-    standard errors (normal approximation; the problems are the unit of independence). Much
-    tighter than comparing two unpaired intervals when a and b succeed on the same problems."""
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    if d.ndim != 1 or d.size < 2:
-        raise ValueError(f"need two equal-length 1-D sequences of >= 2 problems, got {d.shape}")
-    half = z * float(d.std(ddof=1)) / math.sqrt(d.size)
-    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
 
 
 def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
@@ -390,7 +380,7 @@ def _verifier_trunk(c, cfg, params):
 def base_policy(c, workdir: str, show_progress: bool = True):
     """(model cfg, tokenizer, params) of the policy. With c.base_workdir (and no model.path)
     the newest checkpoint in <base_workdir>/base is read as it is (never trained further or
-    written); otherwise `r1_zero.base_model` pretrains into (or resumes from) <workdir>/base."""
+    written); otherwise `pretrain.base_model` pretrains into (or resumes from) <workdir>/base."""
     if c.base_workdir and not c.model.path:
         from r1jax import checkpoint, model
         from r1jax.tokenizer import ByteTokenizer
@@ -402,7 +392,7 @@ def base_policy(c, workdir: str, show_progress: bool = True):
         return cfg, ByteTokenizer(), restored.params
     writer = MetricWriter(workdir, tensorboard=False)
     try:
-        return r1_zero.base_model(c, workdir, writer, show_progress)
+        return pretrain.base_model(c, workdir, writer, show_progress)
     finally:
         writer.close()
 
@@ -422,7 +412,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
 
     # 2. Verifiers on the policy's own samples.
     tic = time.time()
-    train_problems = r1_zero.load_problems(c, "train", c.verifier.num_problems,
+    train_problems = pretrain.load_problems(c, "train", c.verifier.num_problems,
                                            seed=10_007 + t.seed)
     examples = label_samples(c, cfg, tok, params, train_problems, k_train)
     n_val = int(round(len(train_problems) * c.verifier.validation_fraction))
@@ -457,7 +447,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
          f"{ {k: v for k, v in verifier_info.items() if 'auc' in k} }")
 
     # 3. Held-out problems: S samples once, scored by both verifiers.
-    problems = r1_zero.load_problems(c, "test", t.num_problems, seed=c.seed + 1 + 1000 * t.seed)
+    problems = pretrain.load_problems(c, "test", t.num_problems, seed=c.seed + 1 + 1000 * t.seed)
     prompt_texts = [prompts_lib.render(c.task.template, p.question) for p in problems]
     P, S = len(problems), max(t.budgets)
     tic = time.time()
@@ -542,14 +532,14 @@ def summarize(curves: dict) -> dict:
     out["majority_n"] = maj["n"]
     out["majority"] = maj["accuracy"]
     out["majority_minus_greedy"] = maj["accuracy"] - g["accuracy"]
-    out["majority_minus_greedy_ci"] = list(paired_difference(
+    out["majority_minus_greedy_ci"] = list(stats.paired_difference(
         maj["per_problem"], g["per_problem"])[1:])
     big = curves["weighted_bon"][-1]["n"]
     out["largest_n"] = big
     out["weighted_bon_largest_n"] = curves["weighted_bon"][-1]["accuracy"]
     out["bon_prm_largest_n"] = curves["bon_prm"][-1]["accuracy"]
     out["bon_orm_largest_n"] = curves["bon_orm"][-1]["accuracy"]
-    out["weighted_bon_minus_bon_prm_largest_n_ci"] = list(paired_difference(
+    out["weighted_bon_minus_bon_prm_largest_n_ci"] = list(stats.paired_difference(
         curves["weighted_bon"][-1]["per_problem"], curves["bon_prm"][-1]["per_problem"])[1:])
     bx = np.log([x["tokens"] for x in curves["bon_prm"]])
     by = [x["accuracy"] for x in curves["bon_prm"]]

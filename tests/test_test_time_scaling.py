@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from r1jax import scaling, search, tasks
+from r1jax import search, stats, tasks
+from r1jax.recipes import test_time_scaling as scaling
 from r1jax.tokenizer import ByteTokenizer
 
 
@@ -74,7 +75,7 @@ def test_vote_curves_hand_computed():
             else [0.0] * 3
         assert [x["verifier_tokens"] for x in cv] == pytest.approx(want_read)
         for x in cv:
-            assert x["ci"] == pytest.approx(list(search.wilson_interval(x["accuracy"] * 2, 2)))
+            assert x["ci"] == pytest.approx(list(stats.wilson_interval(x["accuracy"] * 2, 2)))
             assert x["per_problem"][1] == 0.0 and np.mean(x["per_problem"]) == x["accuracy"]
     # Per problem (share of its groups that are right): problem 0 under BoN-PRM at N=2 is 1.
     assert [x["per_problem"] for x in curves["bon_prm"]] == [[0.5, 0.0], [1.0, 0.0], [1.0, 0.0]]
@@ -119,17 +120,6 @@ def test_summary_compares_at_equal_tokens():
     assert s["weighted_bon_largest_n"] == 0.7 and s["bon_prm_largest_n"] == 0.6
     # 200 tokens is halfway between 50 and 800 in log space: BoN-PRM there = 0.4.
     assert s["beam_4_minus_bon_prm_at_equal_tokens"] == pytest.approx(0.1)
-
-
-def test_paired_difference_hand_computed():
-    mean, lo, hi = scaling.paired_difference([1, 1, 0, 1], [0, 1, 0, 0])
-    # d = [1, 0, 0, 1]: mean 0.5, sample sd sqrt(1/3), se sqrt(1/3) / 2
-    assert mean == 0.5
-    assert (lo, hi) == pytest.approx((0.5 - 1.96 * np.sqrt(1 / 3) / 2,
-                                      0.5 + 1.96 * np.sqrt(1 / 3) / 2))
-    assert scaling.paired_difference([0.5, 0.5], [0.5, 0.5]) == (0.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match="equal-length"):
-        scaling.paired_difference([1.0], [0.0])
 
 
 def test_config_variants_and_bad_fields():

@@ -15,72 +15,8 @@ import time
 import jax
 import numpy as np
 
-from r1jax import evaluation, grpo, model, prompts, sharding, tasks, train
+from r1jax import evaluation, grpo, pretrain, prompts, sharding, tasks, train
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
-from r1jax.tokenizer import ByteTokenizer
-
-
-def _style_mix(c) -> dict[str, float]:
-    return {s: float(c.pretrain[f"style_{s}"]) for s in tasks.STYLES}
-
-
-def _difficulty(c) -> dict:
-    if c.task.name == "arithmetic":
-        return {"num_ops": tuple(c.task.num_ops), "digits": tuple(c.task.digits),
-                "ops": c.task.ops, "order": c.task.order}
-    return {}
-
-
-def load_problems(c, split: str, n: int, seed: int) -> list[tasks.Problem]:
-    """Problems of the configured task: synthetic (generated) or from local JSONL."""
-    if c.task.name in tasks.TASK_NAMES:
-        return tasks.generate(c.task.name, seed, n, split=split, **_difficulty(c))
-    from r1jax import data
-    path = c.task.train_path if split == "train" else c.task.test_path
-    if not path:
-        raise ValueError(f"task {c.task.name!r} needs config.task.{split}_path (a JSONL file)")
-    problems = data.load_jsonl(path, c.task.name).problems
-    return problems[:n] if n else problems
-
-
-def make_mesh(c):
-    """The device mesh of `config.mesh`, or None for a single device (plain jit)."""
-    sizes = dict(c.mesh)
-    devices = None
-    if -1 not in sizes.values():
-        n = int(np.prod(list(sizes.values())))
-        if n == 1:
-            return None
-        devices = jax.devices()[:n]
-    return sharding.make_mesh(sizes, devices)
-
-
-def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True, mesh=None):
-    """(model cfg, tokenizer, params) of the base policy: HF folder or pretrained tiny model."""
-    if c.model.path:
-        from r1jax import hf
-        from r1jax.tokenizer import HFTokenizer
-        cfg, params = hf.load_hf(c.model.path)
-        cfg = cfg.replace(compute_dtype=c.model.compute_dtype, remat=c.model.remat)
-        return cfg, HFTokenizer(c.model.path), params
-    tok = ByteTokenizer()
-    cfg = model.ModelConfig.preset(c.model.preset, compute_dtype=c.model.compute_dtype,
-                                   remat=c.model.remat)
-    if cfg.vocab_size < tok.vocab_size:
-        raise ValueError(f"model vocab_size {cfg.vocab_size} < tokenizer's {tok.vocab_size}")
-    params = model.init_params(cfg, jax.random.key(c.seed))
-    pairs = tasks.base_corpus(c.seed, c.pretrain.num_examples, {c.task.name: 1.0}, _style_mix(c),
-                              template=c.task.template,
-                              difficulty={c.task.name: _difficulty(c)})
-    tokens, mask = train.encode_pairs(tok, pairs, c.pretrain.seq_len)
-    loop = train.LoopConfig(steps=c.pretrain.steps, learning_rate=c.pretrain.learning_rate,
-                            warmup_steps=c.pretrain.warmup_steps,
-                            weight_decay=c.pretrain.weight_decay,
-                            checkpoint_every=max(c.pretrain.steps // 4, 1), seed=c.seed)
-    params = train.run_sft(params, cfg, tokens, mask, loop, os.path.join(workdir, "base"),
-                           batch_size=c.pretrain.batch_size, stage="pretrain", writer=writer,
-                           mesh=mesh, show_progress=show_progress)
-    return cfg, tok, params
 
 
 def settings(c) -> tuple[grpo.GRPOConfig, train.RolloutConfig, train.LoopConfig]:
@@ -115,12 +51,12 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     """Runs the experiment of config `c` in `workdir`; returns (and writes) the results."""
     t_start = time.time()
     grpo_cfg, rollout, loop = settings(c)
-    mesh = make_mesh(c)
+    mesh = pretrain.make_mesh(c)
     os.makedirs(workdir, exist_ok=True)
     writer = MetricWriter(workdir)
-    cfg, tok, params = base_model(c, workdir, writer, show_progress, mesh)
+    cfg, tok, params = pretrain.base_model(c, workdir, writer, show_progress, mesh)
     shard = None if mesh is None else sharding.make_shard_fn(mesh)
-    eval_problems = load_problems(c, "test", c.eval.num_problems, seed=c.seed + 1)
+    eval_problems = pretrain.load_problems(c, "test", c.eval.num_problems, seed=c.seed + 1)
     eval_key = jax.random.key(c.seed + 12345)
 
     def evaluate(p, step):
@@ -135,9 +71,9 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     if c.task.name in tasks.TASK_NAMES:
         def train_problems(step, round_):
             return tasks.generate(c.task.name, c.seed * 1_000_003 + step * 97 + round_,
-                                  c.grpo.prompts_per_step, split="train", **_difficulty(c))
+                                  c.grpo.prompts_per_step, split="train", **pretrain.difficulty(c))
     else:
-        pool = load_problems(c, "train", 0, c.seed)
+        pool = pretrain.load_problems(c, "train", 0, c.seed)
 
         def train_problems(step, round_):
             rng = np.random.default_rng((c.seed, step, round_))
