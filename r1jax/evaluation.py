@@ -1,5 +1,6 @@
-"""Held-out evaluation of a policy on task problems: accuracy with a confidence interval,
-format rate, response length and language consistency, from sampled completions."""
+"""Held-out evaluation of a policy on task problems: accuracy with its interval (greedy or
+sampled), pass@k and majority@k, format rate, response length and language consistency, and
+the per-problem accuracies that paired comparisons between two policies need."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,39 +9,26 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from r1jax import prompts, rewards, sampler, tasks
-from r1jax.stats import wilson_interval
+from r1jax import prompts, rewards, rollout, sampler, search, stats, tasks
 
-
-@dataclasses.dataclass(frozen=True)
-class Rollouts:
-    """Sampled completions of P prompts x N samples, decoded, with their token arrays.
-
-    prompt_ids: P token lists. out: the sampler output (tokens [P, N, M], lengths [P, N],
-    logprobs [P, N, M], stopped [P, N]) as numpy arrays. texts: P lists of N strings.
-    """
-    prompt_ids: list[list[int]]
-    out: sampler.SampleOutput
-    texts: list[list[str]]
+PASS_KS = (1, 4, 16)
 
 
 def sample_completions(params, cfg, tokenizer, prompt_texts: Sequence[str], key: jax.Array,
-                       sampling: sampler.SamplingConfig, *, shard=None) -> Rollouts:
-    """Encodes the prompts, samples N completions each (stopping at EOS) and decodes them."""
+                       sampling: sampler.SamplingConfig, *, length: Optional[int] = None,
+                       shard=None) -> rollout.Rollout:
+    """Encodes the prompts and samples G = sampling.num_samples completions each, stopping at
+    EOS; returns the packed `Rollout` (sequences of `length` tokens; see `rollout.sample`)."""
     prompt_ids = [tokenizer.encode(p) for p in prompt_texts]
     stop = tuple(sorted(set(sampling.stop_tokens) | {tokenizer.eos_id}))
     sampling = dataclasses.replace(sampling, stop_tokens=stop)
-    out = sampler.generate(params, cfg, prompt_ids, key, sampling, tokenizer=tokenizer,
-                           pad_id=tokenizer.pad_id, shard=shard)
-    out = sampler.SampleOutput(*(np.asarray(x) for x in out))
-    texts = [[tokenizer.decode(out.tokens[p, n, :out.lengths[p, n]].tolist())
-              for n in range(out.tokens.shape[1])] for p in range(len(prompt_ids))]
-    return Rollouts(prompt_ids, out, texts)
+    return rollout.sample(params, cfg, prompt_ids, key, sampling, tokenizer=tokenizer,
+                          pad_id=tokenizer.pad_id, length=length, shard=shard)
 
 
 def score_completions(problems: Sequence[tasks.Problem], texts: Sequence[Sequence[str]],
                       lang: Optional[str] = "en") -> dict[str, np.ndarray]:
-    """Rule scores [P, N] of each completion: correct, format, language consistency."""
+    """Rule scores [P, G] of each completion: correct, format, language consistency."""
     correct = np.array([[tasks.task_accuracy_reward(pr, t) for t in row]
                         for pr, row in zip(problems, texts)], np.float32)
     fmt = np.array([[rewards.format_reward(t) for t in row] for row in texts], np.float32)
@@ -51,38 +39,74 @@ def score_completions(problems: Sequence[tasks.Problem], texts: Sequence[Sequenc
     return out
 
 
+def _interval(values: np.ndarray) -> list[float]:
+    """95% Wilson interval of the mean of per-problem values in [0, 1] (problems as units)."""
+    return list(stats.wilson_interval(min(float(values.sum()), values.size), values.size))
+
+
+def pass_and_majority(problems: Sequence[tasks.Problem], texts: Sequence[Sequence[str]],
+                      correct_PG: np.ndarray, ks: Sequence[int] = PASS_KS) -> dict:
+    """pass@k (unbiased, from G samples) and majority@k (the vote of disjoint groups of k
+    samples, averaged over the groups) for every k <= G, each with its interval over problems.
+    The vote pools equivalent answers (`search.majority_vote`)."""
+    P, G = correct_PG.shape
+    out = {}
+    for k in (k for k in ks if k <= G):
+        pk = np.array([stats.pass_at_k(G, int(c), k) for c in correct_PG.sum(axis=1)])
+        maj = np.zeros(P)
+        for p, (problem, row) in enumerate(zip(problems, texts)):
+            groups = [row[i:i + k] for i in range(0, G - k + 1, k)]
+            votes = [search.majority_vote([rewards.extract_answer(t) for t in g]) for g in groups]
+            maj[p] = np.mean([tasks.check(problem, v) if v is not None else False
+                              for v in votes])
+        out[f"pass@{k}"] = float(pk.mean())
+        out[f"pass@{k}_ci"] = _interval(pk)
+        out[f"majority@{k}"] = float(maj.mean())
+        out[f"majority@{k}_ci"] = _interval(maj)
+    return out
+
+
 def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax.Array, *,
              template: str = "r1_zero_short", max_new_tokens: int = 96, num_samples: int = 1,
              temperature: float = 1.0, batch_size: int = 128, lang: Optional[str] = "en",
-             shard=None) -> dict:
-    """Samples `num_samples` completions per held-out problem and scores them.
+             pass_ks: Sequence[int] = (), shard=None) -> dict:
+    """Samples `num_samples` completions per held-out problem (temperature 0: greedy) and
+    scores them.
 
-    Returns accuracy (mean correctness over all samples; at temperature 0 the greedy
-    accuracy), its 95% Wilson interval over problems x samples, format_rate, mean_length
-    (tokens), language_consistency, and `examples` (a few decoded completions).
+    Returns accuracy (mean correctness over all samples), its 95% Wilson interval over
+    problems (`accuracy_ci`; per-problem accuracies as the unit), `per_problem` (mean
+    correctness of each problem, in order: for `stats.paired_difference` between policies),
+    format_rate, mean_length (tokens), language_consistency, pass@k / majority@k with
+    intervals for each k in `pass_ks` that is <= num_samples, and `examples` (a few decoded
+    completions).
     """
     sampling = sampler.SamplingConfig(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                       temperature=temperature)
-    scores, lengths, examples = [], [], []
+    scores, lengths, texts, examples = [], [], [], []
     for i, start in enumerate(range(0, len(problems), batch_size)):
         chunk = problems[start:start + batch_size]
         roll = sample_completions(params, cfg, tokenizer,
                                   [prompts.render(template, p.question) for p in chunk],
                                   jax.random.fold_in(key, i), sampling, shard=shard)
-        scores.append(score_completions(chunk, roll.texts, lang))
-        lengths.append(roll.out.lengths)
-        examples += [(p.question, row[0]) for p, row in zip(chunk[:2], roll.texts)]
+        chunk_texts = roll.texts(tokenizer)
+        scores.append(score_completions(chunk, chunk_texts, lang))
+        lengths.append(np.asarray(roll.lengths))
+        texts += chunk_texts
+        examples += [(p.question, row[0]) for p, row in zip(chunk[:2], chunk_texts)]
     correct = np.concatenate([s["correct"] for s in scores])
-    k, n = int(correct.sum()), correct.size
+    per_problem = correct.mean(axis=1)
     result = {
-        "accuracy": k / n,
-        "accuracy_ci": wilson_interval(k, n),
+        "accuracy": float(correct.mean()),
+        "accuracy_ci": _interval(per_problem),
+        "per_problem": [round(float(x), 6) for x in per_problem],
         "format_rate": float(np.concatenate([s["format"] for s in scores]).mean()),
         "mean_length": float(np.concatenate(lengths).mean()),
         "num_problems": len(problems),
         "num_samples": num_samples,
+        "temperature": temperature,
         "examples": examples[:4],
     }
+    result.update(pass_and_majority(problems, texts, correct, pass_ks))
     if lang is not None:
         result["language_consistency"] = float(
             np.concatenate([s["language"] for s in scores]).mean())

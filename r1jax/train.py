@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import sharding as sharding_lib
-from r1jax import evaluation, grpo, prompts, rewards, sft, tasks
+from r1jax import evaluation, grpo, prompts, rewards, sft
+from r1jax import rollout as rollout_lib
+from r1jax import sampler as sampler_lib
 from r1jax.model import ModelConfig
 from r1jax.reporting import MetricWriter
 from r1jax.train_state import TrainState, make_optimizer
@@ -202,50 +204,61 @@ def _log_step(step, metrics, loop, writer, bar, stage, force=False):
 class RolloutConfig:
     """How the GRPO loop samples and rewards rollouts."""
     prompts_per_step: int = 16          # P prompts per step (B = P * G rollouts)
-    max_new_tokens: int = 96
-    max_prompt_tokens: int = 64         # prompts are right-padded to this (no recompiles)
-    temperature: float = 1.0
+    max_new_tokens: int = 96            # M
+    max_prompt_tokens: int = 64         # rollouts are packed to M + this (no recompiles)
+    temperature: float = 1.0            # sampling; != 1 (or any truncation) makes the loop
+    top_k: int = 0                      #   recompute the old log-probs at temperature 1
+    top_p: float = 1.0
+    min_p: float = 0.0
     template: str = "r1_zero_short"
     accuracy_weight: float = 1.0
     format_weight: float = 0.5
     language_weight: float = 0.0        # language-consistency reward (R1 stage 2)
     language: str = "en"
+    repetition_weight: float = 0.0      # weight of `rewards.repetition_penalty` (in [-1, 0])
+    length_reward: str = "none"         # "cosine": accuracy term scaled by length (Yeo et al.)
     max_refills: int = 4                # dynamic sampling: extra rollout rounds to refill
 
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"RolloutConfig.temperature must be > 0 (GRPO needs distinct "
+                             f"samples), got {self.temperature!r}")
+        if self.length_reward not in ("none", "cosine"):
+            raise ValueError(f"RolloutConfig.length_reward must be 'none' or 'cosine', got "
+                             f"{self.length_reward!r}")
 
-def rule_reward_matrix(problems, texts, rollout: RolloutConfig) -> dict[str, np.ndarray]:
-    """Rule rewards [P, G]: accuracy, format, language, and their weighted sum "reward"."""
+    @property
+    def tempered(self) -> bool:
+        """True when the sampler's log-probs are not the temperature-1 policy's."""
+        return (self.temperature != 1.0 or self.top_k > 0 or self.top_p < 1.0
+                or self.min_p > 0.0)
+
+
+def rule_reward_matrix(problems, texts, rollout: RolloutConfig,
+                       lengths_PG: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+    """Rule rewards [P, G]: accuracy, format, language, repetition, and their weighted sum
+    "reward". `lengths_PG` (generated tokens) is needed by length_reward="cosine"."""
     scores = evaluation.score_completions(
         problems, texts, rollout.language if rollout.language_weight else None)
-    total = rollout.accuracy_weight * scores["correct"] + rollout.format_weight * scores["format"]
+    accuracy = scores["correct"]
+    if rollout.length_reward == "cosine":
+        if lengths_PG is None:
+            raise ValueError("length_reward='cosine' needs the completions' lengths")
+        accuracy = np.vectorize(lambda n, c: rewards.cosine_length_reward(
+            int(n), bool(c), rollout.max_new_tokens))(lengths_PG, accuracy)
+    total = rollout.accuracy_weight * accuracy + rollout.format_weight * scores["format"]
     if rollout.language_weight:
         total = total + rollout.language_weight * scores["language"]
+    if rollout.repetition_weight:
+        scores["repetition"] = np.array([[rewards.repetition_penalty(t) for t in row]
+                                         for row in texts], np.float32)
+        total = total + rollout.repetition_weight * scores["repetition"]
     return dict(scores, reward=total.astype(np.float32))
 
 
-def build_grpo_batch(roll: evaluation.Rollouts, advantages_PG: np.ndarray, length: int,
-                     pad_id: int, eos_id: int) -> dict[str, np.ndarray]:
-    """Rollouts -> the GRPO step's batch (see `r1jax.grpo`): full sequences [B, length] with
-    the completion mask and the sampler's log-probs at target positions (B = P * G)."""
-    toks, lens, lps = roll.out.tokens, roll.out.lengths, roll.out.logprobs
-    P, G, M = toks.shape
-    B = P * G
-    tokens = np.full((B, length), pad_id, np.int32)
-    mask = np.zeros((B, length - 1), np.float32)
-    old = np.zeros((B, length - 1), np.float32)
-    truncated = np.zeros((B,), bool)
-    for p, prompt in enumerate(roll.prompt_ids):
-        n_p = len(prompt)
-        for g in range(G):
-            b = p * G + g
-            n_c = int(lens[p, g])
-            tokens[b, :n_p] = prompt
-            tokens[b, n_p:n_p + n_c] = toks[p, g, :n_c]
-            mask[b, n_p - 1:n_p - 1 + n_c] = 1.0
-            old[b, n_p - 1:n_p - 1 + n_c] = lps[p, g, :n_c]
-            truncated[b] = n_c == M and toks[p, g, n_c - 1] != eos_id
-    return {"tokens": tokens, "completion_mask": mask, "old_logprobs": old,
-            "advantages": advantages_PG.reshape(B).astype(np.float32), "truncated": truncated}
+def rollout_length(rollout: RolloutConfig) -> int:
+    """T of the packed rollouts: prompt + completion, rounded up to a multiple of 16."""
+    return -(-(rollout.max_prompt_tokens + rollout.max_new_tokens) // 16) * 16
 
 
 def collect_rollouts(params, cfg, tokenizer, draw_problems: Callable[[int], list], key,
@@ -253,56 +266,68 @@ def collect_rollouts(params, cfg, tokenizer, draw_problems: Callable[[int], list
                      reward_fn: Optional[Callable] = None):
     """Samples G completions for P problems and rewards them; with dynamic sampling, groups
     whose rewards are all equal are dropped and the batch refilled from fresh problems (up to
-    `max_refills` rounds; then the best available groups are repeated to keep the shape).
+    `max_refills` rounds; then kept groups are repeated to keep the shape).
 
     `draw_problems(round)` returns P problems for refill round `round`; `reward_fn(problems,
     texts) -> {"reward": [P, G], ...}` defaults to the rule rewards of `rule_reward_matrix`.
-    Returns (problems, Rollouts, reward dict [P, G], stats).
+    With GRPOConfig.overlong_cache_len, DAPO's soft overlong penalty is added to "reward".
+    Returns (problems, Rollout of P * G rows, reward dict [P, G], stats).
     """
-    from r1jax import sampler as sampler_lib
-    sampling = sampler_lib.SamplingConfig(max_new_tokens=rollout.max_new_tokens,
-                                          num_samples=grpo_cfg.num_generations,
-                                          temperature=rollout.temperature)
-    kept_probs, kept_ids, kept_out, kept_rewards, generated = [], [], [], [], 0
-    P = rollout.prompts_per_step
+    sampling = sampler_lib.SamplingConfig(
+        max_new_tokens=rollout.max_new_tokens, num_samples=grpo_cfg.num_generations,
+        temperature=rollout.temperature, top_k=rollout.top_k, top_p=rollout.top_p,
+        min_p=rollout.min_p)
+    length = rollout_length(rollout)
+    P, G = rollout.prompts_per_step, grpo_cfg.num_generations
+    kept: list[tuple[list, rollout_lib.Rollout, dict]] = []
+    generated = 0
     for round_ in range(1 + (rollout.max_refills if grpo_cfg.dynamic_sampling else 0)):
         probs = draw_problems(round_)
-        texts_in = [prompts.render(rollout.template, p.question) for p in probs]
-        roll = evaluation.sample_completions(params, cfg, tokenizer, texts_in,
-                                             jax.random.fold_in(key, round_), sampling,
-                                             shard=shard)
-        for ids in roll.prompt_ids:
-            if len(ids) > rollout.max_prompt_tokens:
-                raise ValueError(f"prompt of {len(ids)} tokens exceeds "
-                                 f"rollout.max_prompt_tokens={rollout.max_prompt_tokens}")
-        generated += int(roll.out.lengths.sum())
-        rew = (reward_fn or functools.partial(rule_reward_matrix, rollout=rollout))(
-            probs, roll.texts)
+        roll = evaluation.sample_completions(
+            params, cfg, tokenizer, [prompts.render(rollout.template, p.question) for p in probs],
+            jax.random.fold_in(key, round_), sampling, length=length, shard=shard)
+        longest = int(np.max(roll.prompt_lengths))
+        if longest > rollout.max_prompt_tokens:
+            raise ValueError(f"prompt of {longest} tokens exceeds rollout.max_prompt_tokens="
+                             f"{rollout.max_prompt_tokens}")
+        lengths_PG = np.asarray(roll.lengths).reshape(len(probs), G)
+        generated += int(lengths_PG.sum())
+        texts = roll.texts(tokenizer)
+        rew = (reward_fn(probs, texts) if reward_fn is not None
+               else rule_reward_matrix(probs, texts, rollout, lengths_PG))
+        if grpo_cfg.overlong_cache_len:
+            rew["overlong_penalty"] = np.asarray(grpo.overlong_penalty(
+                lengths_PG, rollout.max_new_tokens, grpo_cfg.overlong_cache_len))
+            rew["reward"] = rew["reward"] + rew["overlong_penalty"]
         keep = np.ones(len(probs), bool)
         if grpo_cfg.dynamic_sampling:
             keep = np.asarray(grpo.dynamic_sampling_filter(jnp.asarray(rew["reward"])))
-        for i in np.flatnonzero(keep):
-            kept_probs.append(probs[i])
-            kept_ids.append(roll.prompt_ids[i])
-            kept_out.append(tuple(np.asarray(x)[i] for x in roll.out))
-            kept_rewards.append({k: v[i] for k, v in rew.items()})
-        if len(kept_probs) >= P:
+        idx = np.flatnonzero(keep)
+        if len(idx) or not kept:
+            kept.append(([probs[i] for i in idx], roll.select_groups(idx),
+                         {k: np.asarray(v)[idx] for k, v in rew.items()}))
+        if sum(len(k[0]) for k in kept) >= P or not grpo_cfg.dynamic_sampling:
             break
-        if not grpo_cfg.dynamic_sampling:
-            break
-    num_kept = len(kept_probs)
-    if num_kept == 0:  # every group uniform: fall back to the last round (zero advantages)
-        return probs, roll, rew, {"groups_kept": 0.0, "generated_tokens": generated}
-    while len(kept_probs) < P:  # repeat kept groups to keep the batch shape fixed
-        i = len(kept_probs) % num_kept
-        kept_probs.append(kept_probs[i]); kept_ids.append(kept_ids[i])
-        kept_out.append(kept_out[i]); kept_rewards.append(kept_rewards[i])
-    kept_probs, kept_ids = kept_probs[:P], kept_ids[:P]
-    out = sampler_lib.SampleOutput(*(np.stack(x) for x in zip(*kept_out[:P])))
-    rew = {k: np.stack([r[k] for r in kept_rewards[:P]]) for k in kept_rewards[0]}
-    roll = evaluation.Rollouts(kept_ids, out, [[""] * out.tokens.shape[1]] * P)
-    return kept_probs, roll, rew, {"groups_kept": float(num_kept),
-                                   "generated_tokens": float(generated)}
+    num_kept = sum(len(k[0]) for k in kept)
+    if num_kept == 0:  # every group uniform: the last round as it is (zero advantages)
+        return probs, roll, rew, {"groups_kept": 0.0, "generated_tokens": float(generated)}
+    probs = [p for k in kept for p in k[0]]
+    roll = rollout_lib.concat([k[1] for k in kept])
+    rew = {name: np.concatenate([k[2][name] for k in kept]) for name in kept[0][2]}
+    order = np.arange(P) % num_kept   # repeat kept groups to keep the batch shape fixed
+    return ([probs[i] for i in order], roll.select_groups(order),
+            {k: v[order] for k, v in rew.items()},
+            {"groups_kept": float(num_kept), "generated_tokens": float(generated)})
+
+
+def grpo_batch(roll: rollout_lib.Rollout, advantages_PG, old_logprobs=None) -> dict:
+    """The GRPO step's batch (see `r1jax.grpo`) from a rollout: its tokens, completion mask and
+    truncation flags, the advantages flattened to [B], and the old policy's log-probs (the
+    sampler's unless given)."""
+    return {"tokens": roll.tokens, "completion_mask": roll.completion_mask,
+            "old_logprobs": roll.logprobs if old_logprobs is None else old_logprobs,
+            "advantages": jnp.asarray(advantages_PG, jnp.float32).reshape(-1),
+            "truncated": roll.truncated}
 
 
 def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int, int], list],
@@ -322,14 +347,37 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
     shard = None if mesh is None else sharding_lib.make_shard_fn(mesh)
     # A copy: the policy's buffers are donated to the step and must not alias the reference.
     ref_params = jax.tree.map(jnp.copy, state.params) if grpo_cfg.beta > 0 else None
-    length = -(-(rollout.max_prompt_tokens + rollout.max_new_tokens) // 16) * 16
+    length = rollout_length(rollout)
     B = rollout.prompts_per_step * grpo_cfg.num_generations
     example = {"tokens": np.zeros((B, length)), "completion_mask": np.zeros((B, length - 1)),
                "old_logprobs": np.zeros((B, length - 1)), "advantages": np.zeros((B,))}
     if grpo_cfg.overlong_filter:
         example["truncated"] = np.zeros((B,), bool)
+    # With mu > 1 iterations the reference log-probs are computed once per batch, not per mu.
+    precompute_ref = grpo_cfg.beta > 0 and grpo_cfg.num_iterations > 1
+    if precompute_ref:
+        example["ref_logprobs"] = np.zeros((B, length - 1))
+    batch_sharding = None if mesh is None else batch_sh(example)
     step_fn = grpo.make_grpo_step(cfg, tx, grpo_cfg, shard=shard, state_sharding=state_sh,
-                                  batch_sharding=None if mesh is None else batch_sh(example))
+                                  batch_sharding=batch_sharding)
+
+    def make_batch(params, roll, rew):
+        """The step's batch; old log-probs recomputed at temperature 1 when the sampler's
+        distribution was tempered or truncated (one extra forward pass)."""
+        adv = grpo.group_advantages(jnp.asarray(rew["reward"]), grpo_cfg.advantage_scale)
+        old = None
+        if rollout.tempered:
+            old = grpo.compute_old_logprobs(params, cfg, roll.tokens, roll.completion_mask,
+                                            chunk=grpo_cfg.logprob_chunk, shard=shard)
+        batch = grpo_batch(roll, adv, old)
+        if not grpo_cfg.overlong_filter:
+            batch.pop("truncated")
+        if precompute_ref:
+            batch["ref_logprobs"] = grpo.ref_logprobs_fn(
+                ref_params, cfg, roll.tokens, roll.completion_mask,
+                chunk=grpo_cfg.logprob_chunk, shard=shard)
+        return batch if batch_sharding is None else jax.device_put(batch, batch_sharding)
+
     manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
     state, start = _restore_or(manager, state)
     base_key = jax.random.key(loop.seed)
@@ -343,21 +391,21 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                 state.params, cfg, tokenizer, lambda r: train_problems(step, r), key, rollout,
                 grpo_cfg, shard, reward_fn)
             t_rollout = time.perf_counter() - t0
-            adv = np.asarray(grpo.group_advantages(jnp.asarray(rew["reward"]),
-                                                   grpo_cfg.advantage_scale))
-            batch = build_grpo_batch(roll, adv, length, tokenizer.pad_id, tokenizer.eos_id)
-            if not grpo_cfg.overlong_filter:
-                batch.pop("truncated")
-            for _ in range(grpo_cfg.num_iterations):
-                state, metrics = step_fn(state, ref_params, batch)
-            metrics = _fetch(metrics)
+            batch = make_batch(state.params, roll, rew)
+            for i in range(grpo_cfg.num_iterations):
+                state, metrics = step_fn(state, None if precompute_ref else ref_params, batch)
+                if i == 0:
+                    first = metrics
+            metrics = dict(_fetch(metrics), first_ratio_mean=float(first["ratio_mean"]),
+                           first_clip_frac=float(first["clip_frac"]))
             _check_finite(step, metrics)
             metrics.update(stats, reward=float(rew["reward"].mean()),
-                           response_length=float(roll.out.lengths.mean()),
+                           response_length=float(np.mean(roll.lengths)),
                            rollout_seconds=t_rollout,
                            step_seconds=time.perf_counter() - t0)
             for name, key_ in (("correct", "accuracy"), ("format", "format_rate"),
-                               ("language", "language_consistency")):
+                               ("language", "language_consistency"),
+                               ("overlong_penalty", "overlong_penalty")):
                 if name in rew:
                     metrics[key_] = float(rew[name].mean())
             if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \

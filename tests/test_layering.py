@@ -12,7 +12,7 @@ FLOORS = {
     "model": 1, "sharding": 1, "tokenizer": 1, "stats": 1, "distributed": 1, "reporting": 1,
     "train_state": 1,
     # 2: sampling (and its token-level rollout type), log-probs, checkpoints, HF interop
-    "sampler": 2, "logprobs": 2, "checkpoint": 2, "hf": 2,
+    "sampler": 2, "rollout": 2, "logprobs": 2, "checkpoint": 2, "hf": 2,
     # 3: tasks and data, templates, rule rewards, learned verifiers
     "tasks": 3, "data": 3, "seqio_tasks": 3, "prompts": 3, "rewards": 3, "verifiers": 3,
     # 4: losses, jitted steps and search methods

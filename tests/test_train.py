@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax import checkpoint, evaluation, grpo, model, sampler, sharding, tasks, train
+from r1jax import checkpoint, evaluation, grpo, model, rewards, sampler, sharding, tasks, train
 from r1jax.reporting import MetricWriter, read_metrics
 from r1jax.tokenizer import ByteTokenizer
 
@@ -97,23 +97,12 @@ def _rollouts(prompts_text, G=3, M=6, seed=0):
                                          jax.random.key(seed), sampling)
 
 
-def test_grpo_batch_places_completions_and_logprobs_at_target_positions():
+def test_grpo_batch_takes_the_rollout_and_its_policy_logprobs():
     roll = _rollouts(["ab", "cdef"])
     adv = np.arange(6, dtype=np.float32).reshape(2, 3)
-    batch = train.build_grpo_batch(roll, adv, 16, TOK.pad_id, TOK.eos_id)
-    assert batch["tokens"].shape == (6, 16) and batch["completion_mask"].shape == (6, 15)
-    for p, prompt in enumerate(roll.prompt_ids):
-        for g in range(3):
-            b, n = p * 3 + g, int(roll.out.lengths[p, g])
-            row = batch["tokens"][b]
-            assert row[:len(prompt)].tolist() == prompt
-            assert row[len(prompt):len(prompt) + n].tolist() == \
-                roll.out.tokens[p, g, :n].tolist()
-            cols = np.flatnonzero(batch["completion_mask"][b])
-            np.testing.assert_array_equal(cols, np.arange(len(prompt) - 1, len(prompt) - 1 + n))
-            np.testing.assert_array_equal(batch["old_logprobs"][b, cols],
-                                          roll.out.logprobs[p, g, :n])
-            assert batch["advantages"][b] == adv[p, g]
+    batch = train.grpo_batch(roll, adv)
+    assert batch["tokens"].shape == roll.tokens.shape
+    np.testing.assert_array_equal(batch["advantages"], adv.reshape(6))
     # The sampler's log-probs (temperature 1) are the policy's own at those positions.
     lp = grpo.ref_logprobs_fn(_params(), CFG, batch["tokens"], batch["completion_mask"])
     np.testing.assert_allclose(lp, batch["old_logprobs"], atol=1e-4)
@@ -138,7 +127,8 @@ def test_dynamic_sampling_refills_with_informative_groups():
     # so all refill rounds are used and the fallback keeps the batch shape.
     assert calls == [0, 1, 2, 3]
     assert stats["groups_kept"] == 0 and rew["reward"].shape == (2, 3)
-    assert roll.out.tokens.shape == (2, 3, 6)
+    assert roll.tokens.shape == (6, train.rollout_length(_toy_rollout()))
+    assert roll.group_size == 3
 
 
 def _length_reward(problems, texts):
@@ -199,3 +189,70 @@ def test_grpo_on_a_mesh_equals_single_device(tmp_path):
     # gradients, so compare at a tolerance well below one update.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                          atol=5e-4), single, sharded)
+
+
+def _first_iteration_metrics(tmp_path, **rollout_kw):
+    problems = tasks.generate("arithmetic", 0, 16, num_ops=1, digits=1)
+    loop = train.LoopConfig(steps=1, learning_rate=1e-2, checkpoint_every=100, seed=0)
+    gcfg = grpo.GRPOConfig(num_generations=4, beta=0.0)
+    writer = MetricWriter(str(tmp_path))
+    train.run_grpo(_params(), CFG, TOK, lambda s, r: problems[:2], loop,
+                   _toy_rollout(**rollout_kw), gcfg, str(tmp_path), writer=writer,
+                   reward_fn=_length_reward, show_progress=False)
+    writer.close()
+    return read_metrics(str(tmp_path / "metrics.jsonl"), "grpo")[0]
+
+
+@pytest.mark.parametrize("setting", [{"temperature": 0.7}, {"top_p": 0.9},
+                                     {"temperature": 0.7, "top_k": 20}])
+def test_first_iteration_ratio_is_one_at_every_sampling_setting(tmp_path, setting):
+    """Tempered / truncated sampling: the loop recomputes old log-probs at temperature 1."""
+    m = _first_iteration_metrics(tmp_path, **setting)
+    assert abs(m["first_ratio_mean"] - 1.0) < 1e-5
+    assert m["first_clip_frac"] == 0.0
+
+
+def test_tempered_sampler_logprobs_would_give_wrong_ratios():
+    """The reason for the recomputation: at temperature 0.7 the sampler's log-probs differ
+    from the temperature-1 policy's by far more than the clip range."""
+    sampling = sampler.SamplingConfig(max_new_tokens=6, num_samples=4, temperature=0.7)
+    roll = evaluation.sample_completions(_params(), CFG, TOK, ["ab", "cd"], jax.random.key(0),
+                                         sampling)
+    lp = grpo.ref_logprobs_fn(_params(), CFG, roll.tokens, roll.completion_mask)
+    on = np.asarray(roll.completion_mask) > 0
+    ratio = np.exp(np.asarray(lp)[on] - np.asarray(roll.logprobs)[on])
+    assert np.mean(np.abs(ratio - 1) > 0.2) > 0.2
+
+
+def test_overlong_cache_len_adds_dapo_soft_penalty():
+    """Every completion of an untrained model runs to max_new_tokens = 6: with L_cache = 4 the
+    penalty is (6 - 4 - 6) / 4 = -1 at length 6 (L_max), added to the reward."""
+    problems = tasks.generate("arithmetic", 0, 4, num_ops=1, digits=1)
+    rollout = _toy_rollout()
+    plain = grpo.GRPOConfig(num_generations=3)
+    shaped = grpo.GRPOConfig(num_generations=3, overlong_cache_len=4)
+    args = (_params(), CFG, TOK, lambda r: problems[:2], jax.random.key(0), rollout)
+    _, roll, base, _ = train.collect_rollouts(*args, plain, reward_fn=_length_reward)
+    _, _, rew, _ = train.collect_rollouts(*args, shaped, reward_fn=_length_reward)
+    lengths = np.asarray(roll.lengths).reshape(2, 3)
+    expected = np.where(lengths <= 2, 0.0, np.where(lengths <= 6, (2 - lengths) / 4, -1.0))
+    np.testing.assert_allclose(rew["overlong_penalty"], expected)
+    np.testing.assert_allclose(rew["reward"], base["reward"] + expected)
+    assert (lengths == 6).any() and (rew["overlong_penalty"] < 0).any()
+
+
+def test_rule_reward_matrix_repetition_and_cosine_terms():
+    problems = tasks.generate("arithmetic", 0, 1, num_ops=1, digits=1)
+    good = f"<think>a b c</think> <answer>{problems[0].answer}</answer>"
+    texts = [[good, "x y z x y z x y z"]]
+    lengths = np.array([[10, 90]])
+    r = train.rule_reward_matrix(problems, texts, train.RolloutConfig(
+        repetition_weight=2.0, length_reward="cosine", max_new_tokens=100), lengths)
+    cos_good = rewards.cosine_length_reward(10, True, 100)
+    cos_bad = rewards.cosine_length_reward(90, False, 100)
+    rep = rewards.repetition_penalty("x y z x y z x y z")
+    np.testing.assert_allclose(r["reward"][0], [cos_good + 0.5, cos_bad + 2.0 * rep], rtol=1e-6)
+    with pytest.raises(ValueError, match="length_reward"):
+        train.RolloutConfig(length_reward="cos")
+    with pytest.raises(ValueError, match="temperature"):
+        train.RolloutConfig(temperature=0.0)

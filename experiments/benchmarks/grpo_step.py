@@ -53,8 +53,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax import evaluation, grpo, model, sampler  # noqa: E402
-from r1jax.train import build_grpo_batch  # noqa: E402
+from r1jax import grpo, model, rollout, sampler  # noqa: E402
+from r1jax.train import grpo_batch  # noqa: E402
 from r1jax.train_state import TrainState, make_optimizer  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -227,10 +227,9 @@ def run(args) -> dict:
     sampling = sampler.SamplingConfig(max_new_tokens=M, num_samples=G, temperature=1.0,
                                       stop_tokens=())
     keys = iter(jax.random.split(jax.random.key(1), args.repeats + 1))
-    t, ts, out = timed(lambda: sampler.generate(params, cfg, prompt_ids, next(keys), sampling,
-                                                pad_id=pad_id), args.repeats)
-    out = sampler.SampleOutput(*(np.asarray(x) for x in out))
-    if not (out.lengths == M).all():
+    t, ts, roll = timed(lambda: rollout.sample(params, cfg, prompt_ids, next(keys), sampling,
+                                               pad_id=pad_id, length=T), args.repeats)
+    if not (np.asarray(roll.lengths) == M).all():
         raise RuntimeError("rollout rows stopped early; the timing would not be comparable")
     rows["rollout"] = dict(seconds=t, all=ts, tokens=B * M, flops=2 * n_params * B * M)
     memory["rollout"] = peak_memory_bytes()
@@ -238,10 +237,8 @@ def run(args) -> dict:
     # The GRPO batch as the loop builds it (random rewards -> group advantages).
     rewards = np.random.default_rng(0).integers(0, 2, (P, G)).astype(np.float32)
     adv = np.asarray(grpo.group_advantages(jnp.asarray(rewards)))
-    roll = evaluation.Rollouts(prompt_ids, out, [[""] * G] * P)
-    batch = build_grpo_batch(roll, adv, T, pad_id, eos_id)
+    batch = grpo_batch(roll, adv)
     batch.pop("truncated")
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
 
     # 2. log-probs under the reference and the old (sampling) policy.
     chunk = gcfg.logprob_chunk
