@@ -19,7 +19,10 @@ Buckets (so that a run does not recompile for every new shape):
   * prompt length Tb = max(16, next power of two >= longest prompt) (clipped so that
     Tb + Gb <= cfg.max_seq_len);
   * generation buffer Gb = max(16, next power of two >= max_new_tokens); `max_new_tokens`
-    itself is a traced value, so every value in one bucket shares one compilation;
+    itself is a traced value, so every value in one bucket shares one compilation. When that
+    does not fit under cfg.max_seq_len, Gb = max_new_tokens rounded up to a multiple of CHUNK,
+    or max_new_tokens itself; the last chunk may then run past Gb, and its writes past the
+    buffer are dropped;
   * number of prompts Pb = next power of two >= P (dummy prompts fill the rest);
   * temperature, top_p and min_p are traced values; only whether each is on, top_k, the stop
     token ids, the stop strings and num_samples are static.
@@ -364,12 +367,16 @@ def _decode_fn(params, cache: dict, logits_BV: Array, pos_B: Array, key: Array, 
                                                    spec.stop_strings)
             hit = hit | s_hit
         hit = hit & active
-        new["tokens"] = jax.lax.dynamic_update_slice(state["tokens"], tok_B[:, None], (0, t))
-        new["logprobs"] = jax.lax.dynamic_update_slice(
-            state["logprobs"], jnp.where(active, logp_B, 0.0)[:, None], (0, t))
+        # The last chunk may run past the buffer (G need not be a multiple of CHUNK when the
+        # buffer is clipped to max_seq_len): writes at t >= G are dropped, never clamped onto
+        # column G - 1 as dynamic_update_slice would (the cache write in decode_step likewise
+        # drops positions past its end).
+        new["tokens"] = state["tokens"].at[:, t].set(tok_B, mode="drop")
+        new["logprobs"] = state["logprobs"].at[:, t].set(jnp.where(active, logp_B, 0.0),
+                                                         mode="drop")
         if spec.record_logits:
-            new["all_logits"] = jax.lax.dynamic_update_slice(
-                state["all_logits"], state["logits"].astype(jnp.float32)[:, None], (0, t, 0))
+            new["all_logits"] = state["all_logits"].at[:, t].set(
+                state["logits"].astype(jnp.float32), mode="drop")
         new["lengths"] = jnp.where(active, t + 1, state["lengths"])
         new["stopped"] = state["stopped"] | hit
         new["done"] = state["done"] | hit | (t + 1 >= knobs["max_new"])

@@ -33,10 +33,10 @@ def full_logits(params, cfg, seq, width=32):
     return _forward(params, padded, cfg)[0, :len(seq)]
 
 
-def argmax_loop(params, cfg, prompt, n):
+def argmax_loop(params, cfg, prompt, n, width=32):
     seq = list(prompt)
     for _ in range(n):
-        seq.append(int(jnp.argmax(full_logits(params, cfg, seq)[-1])))
+        seq.append(int(jnp.argmax(full_logits(params, cfg, seq, width)[-1])))
     return seq[len(prompt):]
 
 
@@ -71,6 +71,30 @@ def test_greedy_equals_argmax_loop_over_full_forwards(params):
             assert out.tokens[i, n].tolist() == want
     np.testing.assert_array_equal(out.lengths, 9)
     assert not out.stopped.any()
+
+
+def test_greedy_at_max_seq_len_fallback_bucket_keeps_every_token(params):
+    """Prompt + rounded-up buffer exceeds max_seq_len and max_new_tokens is not a multiple of
+    the chunk: the buffer Gb is then not a multiple of CHUNK and the last scan chunk runs past
+    it. Every generated token and log-prob must still equal the full-forward reference."""
+    cfg = CFG.replace(max_seq_len=100)
+    G = 40
+    prompts = [[(7 * i + 3) % 31 + 1 for i in range(60)], [(5 * i + 2) % 31 + 1 for i in range(45)]]
+    Tb, Gb = sampler._buckets(60, G, cfg)
+    assert 60 + max(sampler.GEN_BUCKET_FLOOR, sampler._next_pow2(G)) > cfg.max_seq_len
+    assert Gb % sampler.CHUNK != 0 and Gb > sampler.CHUNK  # the branch this test is about
+    out = generate(params, cfg, prompts, jax.random.key(1),
+                   SamplingConfig(max_new_tokens=G, num_samples=2, temperature=0), pad_id=0)
+    np.testing.assert_array_equal(out.lengths, G)
+    assert not out.stopped.any()
+    for i, prompt in enumerate(prompts):
+        want = argmax_loop(params, cfg, prompt, G, width=cfg.max_seq_len)
+        full = full_logits(params, cfg, prompt + want, width=cfg.max_seq_len)
+        logp = jax.nn.log_softmax(full[len(prompt) - 1:len(prompt) - 1 + G], axis=-1)
+        logp = np.asarray(logp[jnp.arange(G), jnp.array(want)])
+        for n in range(2):
+            assert out.tokens[i, n].tolist() == want, (i, n)
+            np.testing.assert_allclose(out.logprobs[i, n], logp, atol=2e-5)
 
 
 def test_decode_logits_equal_full_forward_at_every_step(params):
