@@ -1,8 +1,15 @@
 """Decoder-only transformer (Qwen2 / Llama-3 family) as pure functions over a params pytree.
 
-Shape letters, used in names and einsum strings across the package:
-  B batch, T sequence length, S KV-cache length, D d_model, N query heads, K kv heads,
-  G = N // K query heads per kv head, H head_dim, F d_ff, V vocab, L layers.
+Shape letters, one vocabulary for the whole package (names such as `logits_BTV` and einsum
+strings use them; no letter means two things):
+  B batch rows                      T sequence length          S KV-cache length
+  D d_model                         F d_ff                     V vocab
+  L layers                          N query heads              K kv heads
+  R = N // K query heads per kv head                           H head_dim
+  C sequence chunk (LM head blocks)  W top-p candidate window   E stop-string tail bytes
+  P prompts (problems)              G group size: samples per prompt (GRPO's G; the
+                                      sampler's num_samples), so B = P * G
+  M generated tokens per row (max_new_tokens)
 
 Parameters are a plain dict; per-layer weights are stacked on a leading L axis and the
 layer loop is a `lax.scan`, so compile time does not grow with depth. `param_axes(cfg)`
@@ -264,11 +271,11 @@ def attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array) -> A
     """Grouped-query attention; softmax in float32. Returns [B, T, N, H] in q's dtype."""
     B, T, N, H = q_BTNH.shape
     K = k_BSKH.shape[2]
-    q = q_BTNH.reshape(B, T, K, N // K, H)
-    scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k_BSKH).astype(jnp.float32) / math.sqrt(H)
+    q_BTKRH = q_BTNH.reshape(B, T, K, N // K, H)
+    scores = jnp.einsum("BTKRH,BSKH->BKRTS", q_BTKRH, k_BSKH).astype(jnp.float32) / math.sqrt(H)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, -1e30)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKH.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_BSKH)
+    out = jnp.einsum("BKRTS,BSKH->BTKRH", probs, v_BSKH)
     return out.reshape(B, T, N, H)
 
 
