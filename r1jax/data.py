@@ -106,13 +106,3 @@ def load_jsonl(path: str, kind: str, on_error: str = "raise") -> LoadResult:
                     raise ValueError(f"{path}:{line_no}: {e}") from None
                 skipped.append((line_no, str(e)))
     return LoadResult(problems, skipped)
-
-
-def load_gsm8k(path: str, on_error: str = "raise") -> LoadResult:
-    """GSM8K-style JSONL ("question", "answer" ending in "#### n"); see `load_jsonl`."""
-    return load_jsonl(path, "gsm8k", on_error)
-
-
-def load_math(path: str, on_error: str = "raise") -> LoadResult:
-    """MATH-style JSONL ("problem", "solution" with \\boxed{…}); see `load_jsonl`."""
-    return load_jsonl(path, "math", on_error)

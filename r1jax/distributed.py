@@ -99,11 +99,3 @@ def global_batch(local_rows: np.ndarray, sharding: Sharding,
         return local_rows[(slice(first[0] - rows.start, first[1] - rows.start),) + index[1:]]
 
     return jax.make_array_from_callback(global_shape, sharding, take)
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-    """A global array's full value on every process (an all-gather when multi-process)."""
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

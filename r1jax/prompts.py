@@ -1,6 +1,5 @@
 """Prompt templates: R1-Zero (full and short), zero-shot and few-shot chain of thought, direct
-answer, and chat-template rendering for instruct models (sandboxed jinja2, like HF, compiled
-by r1jax.tokenizer).
+answer. (Chat templates of instruct models are rendered by `r1jax.tokenizer.HFTokenizer`.)
 
 Every template is a string with one field, `{question}`, filled by plain substitution (braces
 in a question are safe). A completion in the R1-Zero format starts right after the prompt with
@@ -8,11 +7,7 @@ in a question are safe). A completion in the R1-Zero format starts right after t
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import jinja2
-
-from r1jax.tokenizer import _compile_chat_template
+from collections.abc import Sequence
 
 # Our own wording of the R1-Zero instruction: reason privately, then answer, inside tags.
 R1_ZERO = (
@@ -59,27 +54,3 @@ def few_shot_cot(question: str, examples: Sequence[tuple[str, str, str]]) -> str
     """
     shots = [f"Q: {q}\nA: {r}\nThe answer is {a}.\n\n" for q, r, a in examples]
     return "".join(shots) + f"Q: {question}\nA:"
-
-
-# --------------------------------------------------------------------------------------------
-# Chat templates (instruct models)
-
-
-def render_chat(chat_template: str, messages: Sequence[Mapping[str, str]], *,
-                add_generation_prompt: bool = True, **variables) -> str:
-    """Render `messages` ([{"role": …, "content": …}, …]) with a jinja chat template string
-    (e.g. tokenizer_config.json's "chat_template"), as transformers' `apply_chat_template(…,
-    tokenize=False)` does: jinja2's immutable sandbox, so a template cannot reach python
-    internals. `variables` (bos_token="<s>", enable_thinking=False, …) reach the template.
-    Template errors (syntax, `raise_exception`) surface as ValueError.
-    """
-    for i, message in enumerate(messages):
-        if "role" not in message or "content" not in message:
-            raise ValueError(f"messages[{i}] needs 'role' and 'content', got {sorted(message)}")
-    try:
-        template = _compile_chat_template(chat_template)
-        return template.render(messages=[dict(m) for m in messages],
-                               add_generation_prompt=add_generation_prompt,
-                               **{"tools": None, "documents": None, **variables})
-    except jinja2.TemplateError as e:
-        raise ValueError(f"chat template failed: {e}") from e

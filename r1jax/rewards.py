@@ -1,5 +1,5 @@
 """Rule-based rewards for R1-Zero style RL: answer extraction, format, accuracy, language
-consistency, length shaping, repetition penalty and a weighted combination.
+consistency, length shaping and repetition penalty.
 
 Model output is untrusted. Nothing here executes it: answers are compared as normalised strings
 or as exact rationals parsed by anchored patterns over at most `_MAX_NUMBER_CHARS` characters, and
@@ -11,7 +11,6 @@ from __future__ import annotations
 import fractions
 import math
 import re
-from collections.abc import Mapping
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
@@ -82,14 +81,6 @@ def _clean(answer: str) -> str:
     if s.startswith("{") and s.endswith("}") and s.count("{") == 1:
         s = s[1:-1]
     return s
-
-
-def parse_number(answer: str) -> fractions.Fraction | None:
-    """Exact value of a numeric answer ("1,000", "-2.50", "3/4", "\\frac{3}{4}", "\\boxed{7}").
-
-    Returns None for anything else (symbolic answers, long strings, division by zero).
-    """
-    return _parse_clean_number(_clean(answer))
 
 
 def _parse_clean_number(s: str) -> fractions.Fraction | None:
@@ -263,19 +254,6 @@ def cosine_length_reward(length: int, correct: bool, max_length: int, *,
     return r_end + (r0 - r_end) * 0.5 * (1.0 + math.cos(math.pi * length / max_length))
 
 
-def overlong_penalty(length: int, max_length: int, buffer: int) -> float:
-    """DAPO soft overlong punishment: 0 up to `max_length - buffer` tokens, then falling linearly
-    to -1 at `max_length`, and -1 beyond. Range [-1, 0]."""
-    if not 0 < buffer <= max_length:
-        raise ValueError(f"need 0 < buffer <= max_length, got buffer={buffer}, "
-                         f"max_length={max_length}")
-    if length <= max_length - buffer:
-        return 0.0
-    if length > max_length:
-        return -1.0
-    return (max_length - buffer - length) / buffer
-
-
 def repetition_penalty(text: str, ngram_size: int = 3, max_penalty: float = 1.0) -> float:
     """-max_penalty * (share of repeated word n-grams), i.e. -max_penalty * (1 - distinct / total).
 
@@ -289,31 +267,3 @@ def repetition_penalty(text: str, ngram_size: int = 3, max_penalty: float = 1.0)
         return 0.0
     distinct = len(set(zip(*(words[i:] for i in range(ngram_size)))))
     return -max_penalty * (1.0 - distinct / total)
-
-
-# ----------------------------------------------------------------------------------------------
-# Combination
-
-
-def rule_rewards(text: str, answer: str, lang: str | None = None) -> dict[str, float]:
-    """The text-only rule rewards of one completion, by name: "format", "format_partial",
-    "accuracy", "repetition" and, when `lang` is given, "language"."""
-    parts = {
-        "format": format_reward(text),
-        "format_partial": format_reward_partial(text),
-        "accuracy": accuracy_reward(text, answer),
-        "repetition": repetition_penalty(text),
-    }
-    if lang is not None:
-        parts["language"] = language_consistency_reward(text, lang)
-    return parts
-
-
-def combine_rewards(parts: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """sum_k weights[k] * parts[k]; a weight naming a missing part is a ValueError."""
-    total = 0.0
-    for name, weight in weights.items():
-        if name not in parts:
-            raise ValueError(f"weight for unknown reward {name!r}; have {sorted(parts)}")
-        total += weight * parts[name]
-    return total

@@ -1,4 +1,4 @@
-"""seqio registration of r1jax's tasks: the synthetic tasks and local GSM8K/MATH JSONL files.
+"""seqio registration of r1jax's synthetic tasks.
 
 The only module of r1jax that imports seqio or TensorFlow (the model, sampler and RL modules
 must run without them). Importing it registers the default synthetic tasks
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from r1jax import data, prompts, rewards, stats, tasks
+from r1jax import prompts, rewards, stats, tasks
 
 VOCABULARY = seqio.ByteVocabulary()
 OUTPUT_FEATURES = {
@@ -197,28 +197,6 @@ def register_synthetic_task(task: str, name: str | None = None, *,
                                 seed, dict(difficulty or {}))
     return _add(name or f"r1jax_{task}", records, tasks.SPLITS,
                 _prompt_fn(template, few_shot), ks)
-
-
-def _jsonl_records(paths: Mapping[str, str], kind: str, on_error: str,
-                   split: str) -> list[dict[str, str]]:
-    out = []
-    for problem in data.load_jsonl(paths[split], kind, on_error).problems:
-        reasoning = problem.metadata.get("rationale") or problem.metadata.get("solution", "")
-        out.append(_record(problem, prompts.r1_completion(reasoning, problem.answer)))
-    return out
-
-
-def register_jsonl_task(name: str, paths: Mapping[str, str], kind: str, *,
-                        template: str = "r1_zero", on_error: str = "raise",
-                        ks: Sequence[int] = (1,)) -> str:
-    """Register a GSM8K- or MATH-style JSONL task; `paths` maps split names to local files.
-    Targets: the file's rationale inside <think>, the gold answer inside <answer>."""
-    if kind not in ("gsm8k", "math"):
-        raise ValueError(f"kind must be 'gsm8k' or 'math', got {kind!r}")
-    if not paths:
-        raise ValueError("paths must name at least one split")
-    records = functools.partial(_jsonl_records, dict(paths), kind, on_error)
-    return _add(name, records, tuple(paths), _prompt_fn(template), ks)
 
 
 def register_defaults() -> list[str]:

@@ -88,18 +88,6 @@ def make_mesh(mesh_cfg: MeshConfig | Mapping[str, int] | None = None,
     return jax.make_mesh(sizes, MESH_AXES, axis_types=auto, devices=devices)
 
 
-def make_rules(overrides: Optional[Rules] = None) -> dict[str, Any]:
-    """DEFAULT_RULES with `overrides` applied (values: None, an axis name, or a tuple)."""
-    rules = dict(DEFAULT_RULES)
-    for name, axes in dict(overrides or {}).items():
-        for axis in _as_tuple(axes):
-            if axis not in MESH_AXES:
-                raise ValueError(f"sharding rule {name!r} -> {axes!r}: unknown mesh axis "
-                                 f"{axis!r}; known: {MESH_AXES}")
-        rules[name] = axes
-    return rules
-
-
 def _as_tuple(axes) -> tuple:
     if axes is None:
         return ()
@@ -151,14 +139,6 @@ def _sharding_tree(axes_tree, shapes_tree, mesh: Mesh, rules: Rules):
 def param_shardings(cfg: model_lib.ModelConfig, mesh: Mesh, rules: Optional[Rules] = None):
     """NamedSharding of every parameter (a pytree matching `model.init_params`)."""
     return _sharding_tree(model_lib.param_axes(cfg), model_lib.param_shapes(cfg), mesh,
-                          DEFAULT_RULES if rules is None else rules)
-
-
-def cache_shardings(cfg: model_lib.ModelConfig, mesh: Mesh, batch: int, length: int,
-                    rules: Optional[Rules] = None):
-    """NamedSharding of the KV cache {"k", "v"} of `model.init_cache(cfg, batch, length)`."""
-    shapes = jax.eval_shape(lambda: model_lib.init_cache(cfg, batch, length))
-    return _sharding_tree(model_lib.cache_axes(), shapes, mesh,
                           DEFAULT_RULES if rules is None else rules)
 
 
@@ -236,13 +216,6 @@ def init_params_sharded(cfg: model_lib.ModelConfig, key: jax.Array, mesh: Mesh,
     """(params, their shardings): `model.init_params` computed directly into its layout."""
     shardings = param_shardings(cfg, mesh, rules)
     return init_sharded(lambda k: model_lib.init_params(cfg, k), shardings, key), shardings
-
-
-def jit_step(step_fn: Callable, in_shardings, out_shardings, donate_argnums=(0,),
-             static_argnums=()):
-    """`jax.jit` with explicit in/out shardings; the state (arg 0 by default) is donated."""
-    return jax.jit(step_fn, in_shardings=in_shardings, out_shardings=out_shardings,
-                   donate_argnums=donate_argnums, static_argnums=static_argnums)
 
 
 def abstract_with_shardings(shapes, shardings):

@@ -34,6 +34,15 @@ def train_step(params, tokens_BT, cfg, shard=None):
     return logits, loss, jax.tree.map(lambda p, g: p - LR * g, params, grads)
 
 
+def to_host(x):
+    """A global array's full value on every process (an all-gather when multi-process)."""
+    import numpy as np
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def main(process_id: int, num_processes: int, port: int, out: str) -> None:
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     os.environ["JAX_PLATFORMS"] = "cpu"
@@ -52,12 +61,12 @@ def main(process_id: int, num_processes: int, port: int, out: str) -> None:
     local = tokens()[rows]  # a real loader reads only these rows
     batch = distributed.global_batch(local, b_sh, (BATCH, LENGTH))
     shard = sharding.make_shard_fn(mesh)
-    step = sharding.jit_step(lambda p, t: train_step(p, t, cfg, shard), (p_sh, b_sh),
-                             (None, None, p_sh))
+    step = jax.jit(lambda p, t: train_step(p, t, cfg, shard), in_shardings=(p_sh, b_sh),
+                   out_shardings=(None, None, p_sh), donate_argnums=(0,))
     logits, loss, new_params = step(params, batch)
-    flat = {"/".join(str(k.key) for k in path): distributed.to_host(x)
+    flat = {"/".join(str(k.key) for k in path): to_host(x)
             for path, x in jax.tree_util.tree_flatten_with_path(new_params)[0]}
-    np.savez(out, logits=distributed.to_host(logits), loss=distributed.to_host(loss),
+    np.savez(out, logits=to_host(logits), loss=to_host(loss),
              rows=np.array([rows.start, rows.stop]), main=distributed.is_main_process(),
              **{"param:" + k: v for k, v in flat.items()})
     jax.distributed.shutdown()

@@ -7,7 +7,7 @@ from r1jax import data, rewards, tasks
 
 
 def test_gsm8k_sample():
-    result = data.load_gsm8k(data.sample_path("gsm8k"))
+    result = data.load_jsonl(data.sample_path("gsm8k"), "gsm8k")
     assert result.num_skipped == 0
     answers = [p.answer for p in result.problems]
     assert answers == ["66", "45", "5", "1,325", "-7"]
@@ -19,7 +19,7 @@ def test_gsm8k_sample():
 
 
 def test_math_sample_nested_boxed():
-    result = data.load_math(data.sample_path("math"))
+    result = data.load_jsonl(data.sample_path("math"), "math")
     answers = [p.answer for p in result.problems]
     assert answers == ["\\frac{7}{8}", "6", "x^{2}+2x+1", "540", "5\\sqrt{2}"]
     first = result.problems[0]
@@ -49,8 +49,8 @@ GOOD = json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"})
 def test_gsm8k_malformed_line_raises_with_line_number(tmp_path, bad, reason):
     path = _write(tmp_path, [GOOD, "", bad, GOOD])
     with pytest.raises(ValueError, match=rf"d\.jsonl:3: .*{reason}"):
-        data.load_gsm8k(path)
-    result = data.load_gsm8k(path, on_error="skip")
+        data.load_jsonl(path, "gsm8k")
+    result = data.load_jsonl(path, "gsm8k", on_error="skip")
     assert [p.answer for p in result.problems] == ["2", "2"]
     assert result.num_skipped == 1 and result.skipped[0][0] == 3 and reason in result.skipped[0][1]
 
@@ -64,8 +64,8 @@ def test_math_malformed_lines_skipped_and_counted(tmp_path):
     ]
     path = _write(tmp_path, lines)
     with pytest.raises(ValueError, match=r"d\.jsonl:2: .*boxed"):
-        data.load_math(path)
-    result = data.load_math(path, on_error="skip")
+        data.load_jsonl(path, "math")
+    result = data.load_jsonl(path, "math", on_error="skip")
     assert [p.answer for p in result.problems] == ["\\frac{1}{2}", "{2}"]
     assert [line for line, _ in result.skipped] == [2, 3]
 
@@ -74,6 +74,6 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="kind"):
         data.load_jsonl(data.sample_path("math"), "mmlu")
     with pytest.raises(ValueError, match="on_error"):
-        data.load_gsm8k(data.sample_path("gsm8k"), on_error="ignore")
+        data.load_jsonl(data.sample_path("gsm8k"), "gsm8k", on_error="ignore")
     with pytest.raises(ValueError, match="sample"):
         data.sample_path("aime")

@@ -89,7 +89,7 @@ def test_global_batch_from_process_rows():
     assert rows == slice(0, 8)  # one process holds every device
     data = np.arange(8 * 3, dtype=np.int32).reshape(8, 3)
     arr = distributed.global_batch(data[rows], b_sh, (8, 3))
-    np.testing.assert_array_equal(distributed.to_host(arr), data)
+    np.testing.assert_array_equal(worker.to_host(arr), data)
     assert arr.sharding.spec == b_sh.spec
     with pytest.raises(ValueError, match="local_rows"):
         distributed.global_batch(data[:4], b_sh, (8, 3))

@@ -1,28 +1,7 @@
-"""Prompt templates and chat-template rendering (checked against transformers)."""
+"""Prompt templates."""
 import pytest
 
 from r1jax import prompts, rewards, tasks
-
-QWEN_LIKE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-LLAMA_LIKE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{% if m['role'] not in ['system', 'user', 'assistant'] %}"
-    "{{ raise_exception('bad role ' + m['role']) }}{% endif %}\n"
-    "  {{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim"
-    " + '<|eot_id|>' }}\n{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{% endif %}"
-)
-MESSAGES = [{"role": "user", "content": "What is 2+3*4?"},
-            {"role": "assistant", "content": " 14 "},
-            {"role": "user", "content": "And 3*4+2?"}]
 
 
 def test_templates_render_the_question():
@@ -55,31 +34,3 @@ def test_few_shot_cot_from_train_split():
     for block, (q, reasoning, answer) in zip(blocks, shots):
         assert block == f"Q: {q}\nA: {reasoning}\nThe answer is {answer}."
     assert prompts.few_shot_cot("q", []) == "Q: q\nA:"
-
-
-@pytest.mark.parametrize("template, variables", [(QWEN_LIKE, {}),
-                                                  (LLAMA_LIKE, {"bos_token": "<s>"})])
-@pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_render_chat_matches_transformers(template, variables, add_generation_prompt):
-    import tokenizers
-    import transformers
-    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<unk>": 0, "<s>": 1},
-                                                               unk_token="<unk>"))
-    hf = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **variables)
-    hf.chat_template = template
-    expected = hf.apply_chat_template(MESSAGES, tokenize=False,
-                                      add_generation_prompt=add_generation_prompt)
-    got = prompts.render_chat(template, MESSAGES, add_generation_prompt=add_generation_prompt,
-                              **variables)
-    assert got == expected
-
-
-def test_render_chat_errors_and_sandbox():
-    with pytest.raises(ValueError, match="bad role tool"):
-        prompts.render_chat(LLAMA_LIKE, [{"role": "tool", "content": "x"}], bos_token="")
-    with pytest.raises(ValueError, match="messages\\[0\\]"):
-        prompts.render_chat(QWEN_LIKE, [{"content": "x"}])
-    with pytest.raises(ValueError, match="chat template"):
-        prompts.render_chat("{{ ''.__class__.__mro__[1].__subclasses__() }}", MESSAGES)
-    with pytest.raises(ValueError, match="chat template"):
-        prompts.render_chat("{% for %}", MESSAGES)

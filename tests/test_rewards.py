@@ -116,12 +116,13 @@ def test_accuracy_reward_needs_answer_tags():
     assert accuracy_reward("<answer>41</answer> <answer>42</answer>", "42") == 1.0
 
 
-def test_parse_number_and_canonical():
-    from fractions import Fraction
-    assert rewards.parse_number("1,000") == 1000
-    assert rewards.parse_number("-0.25") == Fraction(-1, 4)
-    assert rewards.parse_number("x") is None
-    assert rewards.parse_number("9" * 101) is None  # too long to parse
+def test_canonical_answer():
+    assert rewards.canonical_answer("1,000") == "1000"
+    assert rewards.canonical_answer("-0.25") == "-1/4" and rewards.answers_equal("-0.25", "-1/4")
+    assert rewards.canonical_answer("x") == "x"  # not a number: the normalised string
+    long = "9" * 101  # too long to parse: compared as a string
+    assert rewards.canonical_answer(long) == long and not rewards.answers_equal(long, long + ".0")
+    assert rewards.answers_equal("9" * 98, "9" * 98 + ".0")  # 100 characters: still parsed
     assert rewards.canonical_answer("2/4") == rewards.canonical_answer("0.5") == "1/2"
     assert rewards.last_boxed("a \\boxed{x^{2}} b \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert rewards.last_boxed("\\boxed{unclosed") is None
@@ -154,7 +155,7 @@ def test_language_consistency_rejects_unknown_language():
 
 
 # ----------------------------------------------------------------------------------------------
-# length, repetition, combination
+# length, repetition
 
 
 def test_cosine_length_reward():
@@ -172,16 +173,6 @@ def test_cosine_length_reward():
         f(1, True, 0)
 
 
-def test_overlong_penalty():
-    f = rewards.overlong_penalty
-    assert f(80, 100, 20) == 0.0
-    assert f(90, 100, 20) == pytest.approx(-0.5)
-    assert f(100, 100, 20) == pytest.approx(-1.0)
-    assert f(150, 100, 20) == -1.0
-    with pytest.raises(ValueError, match="buffer"):
-        f(1, 100, 0)
-
-
 def test_repetition_penalty():
     f = rewards.repetition_penalty
     assert f("a b c d e") == 0.0
@@ -191,17 +182,6 @@ def test_repetition_penalty():
     assert f("x " * 100, ngram_size=1, max_penalty=2.0) == pytest.approx(-2.0 * 99 / 100)
     with pytest.raises(ValueError, match="ngram_size"):
         f("a", ngram_size=0)
-
-
-def test_rule_rewards_and_combine():
-    text = "<think>first 2+2=4\nso 4</think> <answer>4</answer>"
-    parts = rewards.rule_rewards(text, "4", lang="en")
-    assert parts == {"format": 1.0, "format_partial": 1.0, "accuracy": 1.0,
-                     "repetition": 0.0, "language": 1.0}
-    assert rewards.combine_rewards(parts, {"accuracy": 1.0, "format": 0.5}) == 1.5
-    assert rewards.combine_rewards(parts, {}) == 0.0
-    with pytest.raises(ValueError, match="lenght"):
-        rewards.combine_rewards(parts, {"lenght": 1.0})
 
 
 # ----------------------------------------------------------------------------------------------

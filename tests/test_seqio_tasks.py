@@ -5,7 +5,7 @@ import json
 import pytest
 import seqio
 
-from r1jax import data, prompts, rewards, seqio_tasks, tasks
+from r1jax import prompts, rewards, seqio_tasks, tasks
 
 LENGTHS = {"inputs": 256, "targets": 256}
 
@@ -66,30 +66,10 @@ def test_pass_and_maj_at_k_on_sample_lists():
         seqio_tasks.pass_at_k(8)(targets, predictions)
 
 
-def test_jsonl_tasks_and_idempotent_registration():
-    gsm = seqio_tasks.register_jsonl_task("test_gsm8k_sample",
-                                          {"test": data.sample_path("gsm8k")}, "gsm8k")
-    math = seqio_tasks.register_jsonl_task("test_math_sample",
-                                           {"test": data.sample_path("math")}, "math",
-                                           template="zero_shot_cot")
+def test_idempotent_registration():
     importlib.reload(seqio_tasks)  # importing again re-registers the defaults: no error
-    assert seqio_tasks.register_jsonl_task(gsm, {"test": data.sample_path("gsm8k")},
-                                           "gsm8k") == gsm
     assert seqio_tasks.register_defaults()[-1] == "r1jax_synthetic"
-    task = seqio.get_mixture_or_task(gsm)
-    examples = _examples(task, "test", 10)
-    assert len(examples) == 5
-    targets = _targets(task, examples)
-    answers = ["<think>x</think> <answer>66</answer>", "<answer>45</answer>",
-               "<think></think> <answer>4</answer>", "<think></think><answer>1325</answer>",
-               "<think></think><answer>-7.0</answer>"]
-    assert seqio_tasks.accuracy(targets, answers) == {"accuracy": 0.8}
-    assert seqio_tasks.format_rate(targets, answers) == {"format_rate": 0.8}
-    math_examples = _examples(seqio.get_mixture_or_task(math), "test", 10)
-    first = seqio_tasks.VOCABULARY.decode(math_examples[0]["inputs"].tolist())
-    assert first == prompts.render("zero_shot_cot", "What is $\\frac{3}{4} + \\frac{1}{8}$?")
-    math_targets = _targets(seqio.get_mixture_or_task(math), math_examples)
-    assert seqio_tasks.accuracy(math_targets[:1], ["<answer>0.875</answer>"]) == {"accuracy": 1.0}
+    assert seqio_tasks.register_synthetic_task("arithmetic") == "r1jax_arithmetic"
 
 
 def test_mixture_and_few_shot_variant():
