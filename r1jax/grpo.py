@@ -16,7 +16,7 @@ The update step works on rollouts laid out as full sequences:
                                   tokens[:, t+1] is a generated token that counts
   old_logprobs:    float32 [B, T-1] log-probs of the old policy at those positions
   advantages:      float32 [B]    one per sequence (`group_advantages`, flattened)
-  truncated:       bool [B]       only with GRPOConfig.overlong_filter (`is_truncated`)
+  truncated:       bool [B]       only with GRPOConfig.overlong_filter (`Rollout.truncated`)
   ref_logprobs:    float32 [B, T-1] optional: the reference policy's log-probs, precomputed
                                   once with `ref_logprobs_fn` (saves a reference pass in each
                                   of the mu iterations); otherwise the step computes them
@@ -145,17 +145,6 @@ def overlong_penalty(lengths: Array, max_len: int, cache_len: int) -> Array:
     start = max_len - cache_len
     ramp = (start - y) / cache_len
     return jnp.where(y <= start, 0.0, jnp.where(y <= max_len, ramp, -1.0))
-
-
-def is_truncated(completions_xN: Array, lengths_x: Array, stop_tokens: tuple[int, ...]
-                 ) -> Array:
-    """bool [...]: the sample filled all N generated positions without ending in a stop token
-    (completions [..., N] and lengths [...] as `r1jax.generate` returns them)."""
-    N = completions_xN.shape[-1]
-    last = jnp.take_along_axis(completions_xN, jnp.clip(lengths_x - 1, 0, N - 1)[..., None],
-                               axis=-1)[..., 0]
-    stopped = jnp.isin(last, jnp.asarray(stop_tokens, completions_xN.dtype))
-    return (lengths_x >= N) & ~stopped
 
 
 def overlong_filter_mask(completion_mask_BT: Array, truncated_B: Array) -> Array:
