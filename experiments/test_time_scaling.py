@@ -3,12 +3,16 @@
 
 Writes results.json, results.md (table) and tts.png (accuracy vs generated tokens) to --workdir.
 Any field can be overridden (`--config.tts.budgets='(1, 4, 16)'`); --config.base_workdir=DIR
-reuses the pretrained base model in DIR/base (e.g. an r1_zero run's workdir).
+reuses the pretrained base model in DIR/base (e.g. an r1_zero run's workdir). Preemption exits
+with status 75 (run the same command to resume); provenance.json records the run.
 """
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+import run_setup
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/test_time_scaling.py:tiny", lock_config=True)
@@ -21,10 +25,11 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     from r1jax.recipes import test_time_scaling as scaling
-    results = scaling.run(_CONFIG.value, _WORKDIR.value)
+    run_setup.prepare_workdir(_CONFIG.value, _WORKDIR.value, sys.argv)
+    results = run_setup.run_or_exit(scaling.run, _CONFIG.value, _WORKDIR.value)
     print(scaling.results_table(results))
     print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=run_setup.parse_flags)

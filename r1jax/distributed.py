@@ -16,31 +16,63 @@ from jax.sharding import Sharding
 ENV_COORDINATOR = "R1JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "R1JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "R1JAX_PROCESS_ID"
+# JAX's own variables (jax.distributed reads the first; the two others are the usual companions).
+JAX_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+JAX_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+JAX_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+def detected_cluster() -> Optional[str]:
+    """The cluster this process runs in, as JAX's own detection sees it: JAX_COORDINATOR_ADDRESS
+    when set, else the first cluster environment that `jax.distributed.initialize()` would
+    auto-detect (Cloud TPU pod, SLURM, Open MPI, Kubernetes); None on a single machine."""
+    if os.environ.get(JAX_COORDINATOR):
+        return JAX_COORDINATOR
+    try:  # JAX's registry of cluster environments (the list `initialize()` walks itself)
+        from jax._src import clusters
+        envs = clusters.ClusterEnv._cluster_types
+    except (ImportError, AttributeError):
+        return None
+    for env in envs:
+        if not getattr(env, "opt_in_only_method", False) and env.is_env_present():
+            return env.__name__
+    return None
 
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
                            process_id: Optional[int] = None) -> bool:
-    """Starts `jax.distributed` from the arguments, else R1JAX_* environment variables.
+    """Starts `jax.distributed` when this process is one of several; call before other JAX work.
 
-    Returns True if it initialised a multi-process run, False for a single process (no
-    coordinator, or num_processes == 1), where it does nothing. Call before any other JAX
-    work. On CPU the cross-process collectives use gloo.
+    In order: the arguments, else the R1JAX_* variables (coordinator, process count, id); else
+    JAX's conventions: `jax.distributed.initialize()` whenever `detected_cluster()` finds a
+    cluster (TPU pods, SLURM, Open MPI, Kubernetes, or JAX_COORDINATOR_ADDRESS with
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID). Returns True if it initialised a multi-process run,
+    False for a single process, where it does nothing. On CPU collectives use gloo.
     """
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR)
     num_processes = _int_or_none(num_processes, ENV_NUM_PROCESSES)
     process_id = _int_or_none(process_id, ENV_PROCESS_ID)
-    if not coordinator_address or num_processes in (None, 1):
+    kwargs = {}
+    if coordinator_address:
+        if num_processes in (None, 1):
+            return False
+        if process_id is None or not 0 <= process_id < num_processes:
+            raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r} "
+                             f"(argument or {ENV_PROCESS_ID})")
+        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                      process_id=process_id)
+    elif detected_cluster() is None:
         return False
-    if process_id is None or not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r} "
-                         f"(argument or {ENV_PROCESS_ID})")
+    else:  # JAX's conventions: its cluster detection fills in what is not given
+        kwargs = {k: v for k, v in (("num_processes", _int_or_none(None, JAX_NUM_PROCESSES)),
+                                    ("process_id", _int_or_none(None, JAX_PROCESS_ID)))
+                  if v is not None}
     try:  # CPU-only setting (harmless on accelerators); newer JAX may default to gloo.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except (AttributeError, KeyError, ValueError):
         pass
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(**kwargs)
     return True
 
 

@@ -35,7 +35,11 @@ class NonFiniteError(FloatingPointError):
 
 
 class Preempted(Exception):
-    """SIGTERM/SIGINT arrived; a checkpoint of the last completed step was written."""
+    """SIGTERM/SIGINT arrived; a checkpoint of the last completed step was written. The entry
+    points exit with EXIT_PREEMPTED so that a scheduler can tell it from a crash."""
+
+
+EXIT_PREEMPTED = 75   # EX_TEMPFAIL: checkpointed, not failed; run the same command to resume
 
 
 @contextlib.contextmanager
@@ -181,7 +185,8 @@ def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
                 _save(manager, step + 1, state, stage)
                 if flag["stop"]:
                     manager.wait()
-                    raise Preempted(f"{stage} preempted after step {step + 1}; checkpoint saved")
+                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
+                                    "same command to resume")
         if pending is not None:
             _log_step(*pending, loop, writer, bar, stage, force=True)
         manager.wait()
@@ -419,7 +424,65 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                 _save(manager, step + 1, state, stage)
                 if flag["stop"]:
                     manager.wait()
-                    raise Preempted(f"{stage} preempted after step {step + 1}; checkpoint saved")
+                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
+                                    "same command to resume")
+        manager.wait()
+        _save(manager, loop.steps, state, stage, force=True)
+    return state.params
+
+
+# ----------------------------------------------------------------------------- verifiers
+
+def run_verifier(vparams, cfg: ModelConfig, kind: str, data: dict[str, np.ndarray],
+                 loop: LoopConfig, workdir: str, *, batch_size: int,
+                 stage: Optional[str] = None, writer: Optional[MetricWriter] = None,
+                 show_progress: bool = True):
+    """Trains a learned verifier with `verifiers.make_train_step(kind, ...)` ("orm", "prm" or
+    "bt") on fixed examples, in `run_sft`'s loop.
+
+    data: the arrays of a `verifiers` batch builder (`orm_batch_from_ids`,
+    `prm_batch_from_ids`, `make_pair_batch`, ...), each with a leading axis of E examples;
+    extra keys (e.g. "lengths" of a PRM batch) are left out of the step. The batch at step s is
+    batch_size rows drawn from (loop.seed, s), so a resumed run is exact. Checkpoints to
+    `workdir` every `loop.checkpoint_every` steps and when SIGTERM/SIGINT arrives (then raises
+    Preempted), resumes from the newest checkpoint there, stops with NonFiniteError on a
+    NaN/Inf loss (the last good checkpoint intact). `vparams` are donated; returns the final
+    ones. Metrics go to `writer` under `stage` (default: kind).
+    """
+    from r1jax import verifiers
+    keys = {"orm": ("tokens", "lengths", "labels"), "prm": ("tokens", "step_mask", "targets"),
+            "bt": ("chosen_tokens", "chosen_lengths", "rejected_tokens", "rejected_lengths")}
+    if kind not in keys:
+        raise ValueError(f"verifier kind must be one of {sorted(keys)}, got {kind!r}")
+    data = {k: np.asarray(data[k]) for k in keys[kind]}
+    stage = stage or kind
+    tx = _optimizer(loop)
+    step_fn = verifiers.make_train_step(kind, cfg, tx)
+    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
+    state, start = _restore_or(manager, TrainState.create(vparams, tx))
+    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
+               total=loop.steps)
+    pending = None
+    with manager, _preemption_flag() as flag:
+        for step in bar:
+            idx = np.random.default_rng((loop.seed, step)).integers(
+                0, len(data[keys[kind][0]]), batch_size)
+            params, opt_state, metrics = step_fn(state.params, state.opt_state,
+                                                 {k: v[idx] for k, v in data.items()})
+            state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+            if pending is not None:   # the previous step's metrics: read without a stall
+                _log_step(*pending, loop, writer, bar, stage)
+            pending = (step, metrics)
+            if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
+                _log_step(*pending, loop, writer, bar, stage, force=True)
+                pending = None
+                _save(manager, step + 1, state, stage)
+                if flag["stop"]:
+                    manager.wait()
+                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
+                                    "same command to resume")
+        if pending is not None:
+            _log_step(*pending, loop, writer, bar, stage, force=True)
         manager.wait()
         _save(manager, loop.steps, state, stage, force=True)
     return state.params

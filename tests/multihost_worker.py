@@ -43,14 +43,22 @@ def to_host(x):
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def main(process_id: int, num_processes: int, port: int, out: str) -> None:
+def main(process_id: int, num_processes: int, port: int, out: str, how: str = "args") -> None:
+    """how: "args" passes the coordinator to `initialize_distributed`; "jax_env" sets only
+    JAX's standard variables and lets `initialize_distributed()` find the cluster."""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
     import numpy as np
     from r1jax import distributed, model, sharding
 
-    assert distributed.initialize_distributed(f"localhost:{port}", num_processes, process_id)
+    if how == "jax_env":
+        os.environ.update({distributed.JAX_COORDINATOR: f"localhost:{port}",
+                           distributed.JAX_NUM_PROCESSES: str(num_processes),
+                           distributed.JAX_PROCESS_ID: str(process_id)})
+        assert distributed.initialize_distributed()
+    else:
+        assert distributed.initialize_distributed(f"localhost:{port}", num_processes, process_id)
     jax.config.update("jax_default_matmul_precision", "highest")
     assert jax.process_count() == num_processes and jax.device_count() == 2 * num_processes
     cfg = model.ModelConfig(**CFG_KW)
@@ -73,4 +81,4 @@ def main(process_id: int, num_processes: int, port: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], *sys.argv[5:])

@@ -26,12 +26,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("how", ["args", "jax_env"])
+def test_two_processes_match_single_process(tmp_path, how):
+    """Started from arguments, and from JAX's standard variables alone."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "R1JAX_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "R1JAX_", "JAX_"))}
     env["PYTHONPATH"] = str(WORKER.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
     outs = [tmp_path / f"process{i}.npz" for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), "2", str(port), str(out)],
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), "2", str(port), str(out), how],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                               text=True) for i, out in enumerate(outs)]
     logs = []
@@ -93,3 +95,29 @@ def test_global_batch_from_process_rows():
     assert arr.sharding.spec == b_sh.spec
     with pytest.raises(ValueError, match="local_rows"):
         distributed.global_batch(data[:4], b_sh, (8, 3))
+
+
+def test_jax_conventions_start_a_cluster_and_nothing_else(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for name in (distributed.ENV_COORDINATOR, distributed.JAX_COORDINATOR,
+                 distributed.JAX_NUM_PROCESSES, distributed.JAX_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.detected_cluster() is None
+    assert distributed.initialize_distributed() is False and calls == []
+    monkeypatch.setenv(distributed.JAX_COORDINATOR, "10.0.0.1:1234")
+    monkeypatch.setenv(distributed.JAX_NUM_PROCESSES, "4")
+    monkeypatch.setenv(distributed.JAX_PROCESS_ID, "3")
+    assert distributed.detected_cluster() == distributed.JAX_COORDINATOR
+    assert distributed.initialize_distributed() is True
+    assert calls == [{"num_processes": 4, "process_id": 3}]
+    # A detected cluster (here: SLURM's variables, as JAX's detection reads them).
+    calls.clear()
+    for name in (distributed.JAX_COORDINATOR, distributed.JAX_NUM_PROCESSES,
+                 distributed.JAX_PROCESS_ID):
+        monkeypatch.delenv(name)
+    for name, value in {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]",
+                        "SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.detected_cluster() == "SlurmCluster"
+    assert distributed.initialize_distributed() is True and calls == [{}]

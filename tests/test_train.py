@@ -60,7 +60,7 @@ def test_sft_resume_after_preemption_equals_uninterrupted(tmp_path):
 
     train.sft.make_sft_step = preempting_step
     try:
-        with pytest.raises(train.Preempted, match="after step 3"):
+        with pytest.raises(train.Preempted, match="at sft step 3; run the same command"):
             train.run_sft(_params(), CFG, tokens, mask, loop, str(tmp_path / "b"), batch_size=8,
                           show_progress=False)
     finally:
@@ -157,7 +157,7 @@ def test_grpo_resume_after_preemption_equals_uninterrupted(tmp_path):
         return train_problems(step, round_)
 
     writer = MetricWriter(str(tmp_path / "b"))
-    with pytest.raises(train.Preempted, match="after step 3"):
+    with pytest.raises(train.Preempted, match="at grpo step 3; run the same command"):
         train.run_grpo(_params(), CFG, TOK, preempting, loop, rollout, gcfg, str(tmp_path / "b"),
                        writer=writer, reward_fn=_length_reward, show_progress=False)
     resumed = train.run_grpo(_params(), CFG, TOK, train_problems, loop, rollout, gcfg,

@@ -1,0 +1,57 @@
+"""What every entry point does around a recipe: check the workdir, record the run's provenance,
+warn when a resumed run's config changed, and exit on preemption with a status a scheduler can
+tell from a crash (`train.EXIT_PREEMPTED`, 75)."""
+import json
+import os
+import sys
+
+from r1jax import provenance, train
+
+
+def prepare_workdir(config, workdir: str, argv: list[str]) -> None:
+    """Creates `workdir` (one clear error line if it is a file), writes `provenance.json` (resolved
+    config, code and package versions) and warns, naming the fields, when a run resumed in it had
+    another config (the earlier record is kept as provenance.previous.json)."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        sys.exit(f"error: --workdir {workdir!r} is a file; give a folder (it is created if "
+                 "missing)")
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "provenance.json")
+    record = provenance.describe(json.loads(config.to_json_best_effort()), argv, __file__)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        changes = provenance.config_changes(old.get("config", {}), record["config"])
+        if changes:
+            print(f"warning: resuming in {workdir} with a changed config:\n  "
+                  + "\n  ".join(changes), file=sys.stderr)
+        os.replace(path, os.path.join(workdir, "provenance.previous.json"))
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def run_or_exit(fn, *args, **kwargs):
+    """fn(*args, **kwargs); on preemption prints the one-line message and exits with
+    train.EXIT_PREEMPTED."""
+    try:
+        return fn(*args, **kwargs)
+    except train.Preempted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(train.EXIT_PREEMPTED)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a bad --config override (a misspelt field, a value of the wrong
+    type) ends the program with one line naming it instead of a traceback. Pass as
+    `app.run(main, flags_parser=run_setup.parse_flags)`."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"error: {e}\nPass --helpfull to see the flags.")
+    except (AttributeError, KeyError, ValueError, TypeError) as e:
+        msg = str(e.args[0]) if e.args else str(e)
+        msg = " ".join(msg.replace("\\n", " ").replace("\\'", "'").replace("'", "").split())
+        bad = [a for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(f"error: bad config override {' '.join(bad)}: {msg}")
