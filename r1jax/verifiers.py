@@ -16,7 +16,10 @@ All three are one scalar value head over the transformer trunk:
 Solutions are encoded as `question` followed by every step, each step followed by the step
 delimiter (appended unless the step already ends with it, so steps a sampler produced with their
 delimiter and steps from a task's worked solution encode alike). A step's score sits on its
-delimiter's last token, and the ORM reads the last delimiter.
+delimiter's last token, and the ORM reads the last delimiter. Sampled solutions are scored on
+the tokens that were sampled (`join_steps`, `prm_batch_from_ids`, `orm_batch_from_ids`): the
+prompt's ids, then each step's ids as they are, each step scored at its last token (the
+delimiter's last token, or the stop token of a final step); nothing is re-encoded from text.
 
 Monte Carlo step labels (`mc_step_labels`): from each step prefix, k rollouts of the policy are
 completed and checked; hard label = any rollout correct, soft label = fraction correct.
@@ -201,10 +204,19 @@ def encode_solution(tokenizer, question: str, steps: Sequence[str], delimiter: s
     tokenizer. Returns (ids [T], step_ends [num_steps])."""
     if not delimiter:
         raise ValueError("delimiter must be a non-empty string")
-    ids = list(tokenizer.encode(question, add_bos=add_bos))
+    return join_steps(tokenizer.encode(question, add_bos=add_bos),
+                      [tokenizer.encode(_with_delimiter(s, delimiter)) for s in steps])
+
+
+def join_steps(prompt_ids: Sequence[int], step_ids: Sequence[Sequence[int]]
+               ) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt followed by its steps' ids as they are (e.g. as sampled: nothing
+    re-encoded or appended), and the position of each step's last token, where its score sits.
+    Returns (ids [T], step_ends [num_steps])."""
+    ids = [int(t) for t in prompt_ids]
     ends = []
-    for step in steps:
-        ids.extend(tokenizer.encode(_with_delimiter(step, delimiter)))
+    for step in step_ids:
+        ids.extend(int(t) for t in step)
         ends.append(len(ids) - 1)
     return ids, ends
 
@@ -235,7 +247,25 @@ def make_prm_batch(tokenizer, questions: Sequence[str], steps: Sequence[Sequence
         raise ValueError(f"{len(questions)} questions but {len(steps)} step lists")
     encoded = [encode_solution(tokenizer, q, s, delimiter, add_bos)
                for q, s in zip(questions, steps)]
-    tokens, lengths = pad_batch([ids for ids, _ in encoded], tokenizer.pad_id, length)
+    return _step_batch(encoded, labels, tokenizer.pad_id, length)
+
+
+def prm_batch_from_ids(prompt_ids: Sequence[Sequence[int]],
+                       step_ids: Sequence[Sequence[Sequence[int]]],
+                       labels: Sequence[Sequence[float]] | None = None, pad_id: int = 0,
+                       length: int | None = None) -> dict[str, np.ndarray]:
+    """`make_prm_batch` of token ids as sampled (`join_steps`: each step scored at its last
+    token): tokens int32 [B, T], lengths int32 [B], step_mask bool [B, T], targets [B, T]."""
+    if len(prompt_ids) != len(step_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(step_ids)} step lists")
+    return _step_batch([join_steps(q, s) for q, s in zip(prompt_ids, step_ids)], labels,
+                       pad_id, length)
+
+
+def _step_batch(encoded: Sequence[tuple[list[int], list[int]]], labels, pad_id: int,
+                length: int | None) -> dict[str, np.ndarray]:
+    """The PRM batch of (ids, step_ends) rows (see `make_prm_batch`)."""
+    tokens, lengths = pad_batch([ids for ids, _ in encoded], pad_id, length)
     mask = np.zeros(tokens.shape, bool)
     targets = np.zeros(tokens.shape, np.float32)
     for b, (_, ends) in enumerate(encoded):
@@ -260,7 +290,23 @@ def make_orm_batch(tokenizer, questions: Sequence[str], steps: Sequence[Sequence
                          f"({len(labels)}) must have the same length")
     seqs = [encode_solution(tokenizer, q, s, delimiter, add_bos)[0]
             for q, s in zip(questions, steps)]
-    tokens, lengths = pad_batch(seqs, tokenizer.pad_id, length)
+    return _outcome_batch(seqs, labels, tokenizer.pad_id, length)
+
+
+def orm_batch_from_ids(prompt_ids: Sequence[Sequence[int]],
+                       step_ids: Sequence[Sequence[Sequence[int]]], labels: Sequence[float],
+                       pad_id: int = 0, length: int | None = None) -> dict[str, np.ndarray]:
+    """`make_orm_batch` of token ids as sampled (`join_steps`): tokens int32 [B, T], lengths
+    int32 [B], labels float32 [B]."""
+    if not len(prompt_ids) == len(step_ids) == len(labels):
+        raise ValueError(f"prompts ({len(prompt_ids)}), step lists ({len(step_ids)}) and "
+                         f"labels ({len(labels)}) must have the same length")
+    return _outcome_batch([join_steps(q, s)[0] for q, s in zip(prompt_ids, step_ids)], labels,
+                          pad_id, length)
+
+
+def _outcome_batch(seqs, labels, pad_id: int, length: int | None) -> dict[str, np.ndarray]:
+    tokens, lengths = pad_batch(seqs, pad_id, length)
     return {"tokens": tokens, "lengths": lengths, "labels": np.asarray(labels, np.float32)}
 
 
