@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import sharding as sharding_lib
-from r1jax import evaluation, grpo, prompts, rewards, sft
+from r1jax import evaluation, grpo, prompts, rewards, sft, verifiers
 from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
 from r1jax.model import ModelConfig
@@ -141,11 +141,50 @@ def _restore_or(manager: ckpt_lib.CheckpointManager, state: TrainState):
 
 
 def _save(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, stage: str,
-          force: bool = False) -> None:
+          force: bool = False, model_config: Optional[ModelConfig] = None) -> None:
+    """Saves the state; a policy's checkpoint also stores its ModelConfig (for exporters)."""
     if step in manager.all_steps():  # the final save of a run that already saved this step
         return
     manager.save(step, params=state.params, opt_state=state.opt_state,
-                 extra={"stage": stage}, force=force)
+                 extra={"stage": stage}, model_config=model_config, force=force)
+
+
+def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
+                        loop: LoopConfig, workdir: str, *, batch_size: int, stage: str,
+                        writer: Optional[MetricWriter], show_progress: bool,
+                        model_config: Optional[ModelConfig] = None) -> TrainState:
+    """The loop of SFT and verifier training: `step_fn(state, batch) -> (state, metrics)` on
+    batch_size rows of `data` drawn from (seed, step). Checkpoints every
+    `loop.checkpoint_every` steps and on SIGTERM/SIGINT (then raises Preempted), resumes from
+    `workdir`, stops with NonFiniteError on a NaN/Inf loss (the last good checkpoint intact)."""
+    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
+    state, start = _restore_or(manager, state)
+    num_examples = len(next(iter(data.values())))
+    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
+               total=loop.steps)
+    pending = None
+    # Closing the manager waits for pending saves, also when an error ends the loop.
+    with manager, _preemption_flag() as flag:
+        for step in bar:
+            idx = np.random.default_rng((loop.seed, step)).integers(0, num_examples, batch_size)
+            state, metrics = step_fn(state, {k: v[idx] for k, v in data.items()})
+            # Read the previous step's metrics after dispatching this one (no stall).
+            if pending is not None:
+                _log_step(*pending, loop, writer, bar, stage)
+            pending = (step, metrics)
+            if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
+                _log_step(*pending, loop, writer, bar, stage, force=True)
+                pending = None
+                _save(manager, step + 1, state, stage, model_config=model_config)
+                if flag["stop"]:
+                    manager.wait()
+                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
+                                    "same command to resume")
+        if pending is not None:
+            _log_step(*pending, loop, writer, bar, stage, force=True)
+        manager.wait()
+        _save(manager, loop.steps, state, stage, force=True, model_config=model_config)
+    return state
 
 
 def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
@@ -164,34 +203,9 @@ def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
         cfg, tx, shard=shard, state_sharding=state_sh,
         batch_sharding=None if mesh is None else batch_sh({"tokens": tokens[:batch_size],
                                                             "loss_mask": loss_mask[:batch_size]}))
-    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, state)
-    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
-               total=loop.steps)
-    pending = None
-    # Closing the manager waits for pending saves, also when an error ends the loop.
-    with manager, _preemption_flag() as flag:
-        for step in bar:
-            rng = np.random.default_rng((loop.seed, step))
-            idx = rng.integers(0, len(tokens), batch_size)
-            state, metrics = step_fn(state, {"tokens": tokens[idx], "loss_mask": loss_mask[idx]})
-            # Read the previous step's metrics after dispatching this one (no stall).
-            if pending is not None:
-                _log_step(*pending, loop, writer, bar, stage)
-            pending = (step, metrics)
-            if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _log_step(*pending, loop, writer, bar, stage, force=True)
-                pending = None
-                _save(manager, step + 1, state, stage)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
-        if pending is not None:
-            _log_step(*pending, loop, writer, bar, stage, force=True)
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True)
-    return state.params
+    return _fixed_example_loop(step_fn, state, {"tokens": tokens, "loss_mask": loss_mask},
+                               loop, workdir, batch_size=batch_size, stage=stage, writer=writer,
+                               show_progress=show_progress, model_config=cfg).params
 
 
 def _log_step(step, metrics, loop, writer, bar, stage, force=False):
@@ -421,13 +435,13 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                 writer.write(step + 1, metrics, stage)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}")
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _save(manager, step + 1, state, stage)
+                _save(manager, step + 1, state, stage, model_config=cfg)
                 if flag["stop"]:
                     manager.wait()
                     raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
                                     "same command to resume")
         manager.wait()
-        _save(manager, loop.steps, state, stage, force=True)
+        _save(manager, loop.steps, state, stage, force=True, model_config=cfg)
     return state.params
 
 
@@ -438,7 +452,7 @@ def run_verifier(vparams, cfg: ModelConfig, kind: str, data: dict[str, np.ndarra
                  stage: Optional[str] = None, writer: Optional[MetricWriter] = None,
                  show_progress: bool = True):
     """Trains a learned verifier with `verifiers.make_train_step(kind, ...)` ("orm", "prm" or
-    "bt") on fixed examples, in `run_sft`'s loop.
+    "bt") on fixed examples, in the loop SFT uses (`_fixed_example_loop`).
 
     data: the arrays of a `verifiers` batch builder (`orm_batch_from_ids`,
     `prm_batch_from_ids`, `make_pair_batch`, ...), each with a leading axis of E examples;
@@ -449,40 +463,18 @@ def run_verifier(vparams, cfg: ModelConfig, kind: str, data: dict[str, np.ndarra
     NaN/Inf loss (the last good checkpoint intact). `vparams` are donated; returns the final
     ones. Metrics go to `writer` under `stage` (default: kind).
     """
-    from r1jax import verifiers
     keys = {"orm": ("tokens", "lengths", "labels"), "prm": ("tokens", "step_mask", "targets"),
             "bt": ("chosen_tokens", "chosen_lengths", "rejected_tokens", "rejected_lengths")}
     if kind not in keys:
         raise ValueError(f"verifier kind must be one of {sorted(keys)}, got {kind!r}")
     data = {k: np.asarray(data[k]) for k in keys[kind]}
-    stage = stage or kind
     tx = _optimizer(loop)
-    step_fn = verifiers.make_train_step(kind, cfg, tx)
-    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, TrainState.create(vparams, tx))
-    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
-               total=loop.steps)
-    pending = None
-    with manager, _preemption_flag() as flag:
-        for step in bar:
-            idx = np.random.default_rng((loop.seed, step)).integers(
-                0, len(data[keys[kind][0]]), batch_size)
-            params, opt_state, metrics = step_fn(state.params, state.opt_state,
-                                                 {k: v[idx] for k, v in data.items()})
-            state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
-            if pending is not None:   # the previous step's metrics: read without a stall
-                _log_step(*pending, loop, writer, bar, stage)
-            pending = (step, metrics)
-            if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _log_step(*pending, loop, writer, bar, stage, force=True)
-                pending = None
-                _save(manager, step + 1, state, stage)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
-        if pending is not None:
-            _log_step(*pending, loop, writer, bar, stage, force=True)
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True)
-    return state.params
+    verifier_step = verifiers.make_train_step(kind, cfg, tx)
+
+    def step_fn(state, batch):
+        params, opt_state, metrics = verifier_step(state.params, state.opt_state, batch)
+        return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    return _fixed_example_loop(step_fn, TrainState.create(vparams, tx), data, loop, workdir,
+                               batch_size=batch_size, stage=stage or kind, writer=writer,
+                               show_progress=show_progress).params

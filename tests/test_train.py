@@ -256,3 +256,15 @@ def test_rule_reward_matrix_repetition_and_cosine_terms():
         train.RolloutConfig(length_reward="cos")
     with pytest.raises(ValueError, match="temperature"):
         train.RolloutConfig(temperature=0.0)
+
+
+def test_policy_checkpoints_store_their_model_config(tmp_path):
+    """What export_hf.py reads: every SFT / GRPO checkpoint knows its ModelConfig."""
+    tokens, mask = _sft_data(16)
+    loop = train.LoopConfig(steps=2, learning_rate=1e-2, checkpoint_every=1, seed=0)
+    train.run_sft(_params(), CFG, tokens, mask, loop, str(tmp_path), batch_size=4,
+                  show_progress=False)
+    with checkpoint.CheckpointManager(str(tmp_path)) as manager:
+        for step in manager.all_steps():
+            meta = manager.read_meta(step)
+            assert checkpoint.model_config_from_dict(meta["model_config"]) == CFG
