@@ -57,8 +57,10 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.tts.step_max_new_tokens = 48    # tokens per reasoning step (tree search)
     c.tts.max_steps = 8               # reasoning steps per solution (tree search)
     c.tts.aggregation = "min"         # PRM step scores -> solution score: min | prod | last
-    c.tts.beam_expansions = 4         # M: beam search keeps N / M beams, each expanded M ways;
-                                      # DVTS runs N / M subtrees of M expansions
+    c.tts.beam_expansions = 4         # at budget N, M = min(this, N // 2) next steps per node:
+                                      # beam search keeps N / M beams, each expanded M ways;
+                                      # DVTS runs N / M subtrees of M expansions (N / M >= 2,
+                                      # so the two differ at every N >= 4)
     c.tts.lookahead = 0               # beam search / DVTS lookahead steps
     c.tts.mcts_expansions = 2         # next steps sampled at each MCTS expansion
     c.tts.mcts_c = 1.0                # exploration constant
@@ -66,6 +68,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.tts.mcts_final = "value"        # value: best rollout seen | visits: most visited path
     c.tts.mcts_value = "prm"          # value of a rollout: prm | orm
     c.tts.batch_rows = 2048           # sampled rows (prompts x samples) per generate call
+    c.tts.cache_bytes = 1 << 30       # tree search: KV cache of earlier steps kept (bytes) so
+                                      # that kept prefixes are continued, never prefilled again
     c.tts.score_batch = 64            # rows per verifier forward pass
 
     if variant == "tiny":

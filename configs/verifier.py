@@ -1,4 +1,5 @@
-"""Training an ORM and a PRM on a policy's own samples (read by `r1jax.scaling`).
+"""Training an ORM and a PRM on a policy's own samples (read by
+`r1jax.recipes.test_time_scaling`, trained by `r1jax.train.run_verifier`).
 
 Variants (`get_config(VARIANT)`; the test-time scaling config nests this as `config.verifier`):
   tiny          the tiny byte-level base model's samples on synthetic arithmetic; step labels
@@ -33,6 +34,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.learning_rate = 3e-4        # AdamW, cosine decay after warmup
     c.warmup_steps = 20
     c.weight_decay = 0.0
+    c.grad_clip = 0.0             # global-norm clipping of the gradients; 0 = none
+    c.checkpoint_every = 100      # steps between checkpoints (<workdir>/orm, <workdir>/prm)
     c.head_init_scale = 0.01      # value head w ~ normal(0, scale / sqrt(D))
     c.seq_bucket = 32             # training rows padded to a multiple of this (few compilations)
     c.rollout_batch = 512         # prefixes per generate call (memory bound on big models)

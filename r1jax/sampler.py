@@ -3,6 +3,11 @@
 `generate(params, cfg, prompts, key, SamplingConfig(...))` returns tokens, lengths, per-token
 log-probs and stop flags for P ragged prompts x G samples. `continue_steps` is the same call
 for step-level search: it continues partial solutions up to a step delimiter string.
+Search that extends the same prefixes again and again keeps their KV cache instead:
+`prefill_rows` prefills prompts once, and `continue_rows` samples from rows of a cache that
+`prefill_rows` or an earlier `continue_rows` left (copying the rows, running each prefix's last
+token again for its logits), so a token already in a cache is never prefilled again.
+`PREFILL_TOKENS` counts the tokens that went into caches that way.
 
 How it runs (two jitted functions, cached at module level on their static arguments):
   1. `_prefill_fn`: the P distinct prompts, right-padded to a bucketed length Tb, go through
@@ -651,8 +656,7 @@ def _copy_rows_fn(dst: dict, src: dict, src_rows_R: Array, dst_rows_R: Array) ->
                                                 mode="drop") for n in ("k", "v")}
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "shard", "num_samples"),
-                   donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("cfg", "shard", "num_samples"))
 def _refeed_fn(params, cache: dict, tokens_P: Array, positions_P: Array, *,
                cfg: model_lib.ModelConfig, shard, num_samples: int) -> tuple[Array, dict]:
     """Runs each row's last prefix token once more at its position for the logits of the next

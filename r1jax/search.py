@@ -12,17 +12,24 @@ spent, so methods compare at equal compute):
 * `mcts` over steps: PUCT/UCT selection, expansion by sampling, rollouts to a final answer,
   mean-value backpropagation, budget in simulations, nodes or generated tokens.
 
-Everything runs on two small protocols, so it works on toy trees without a model:
-`StepProposer.propose(prefixes, n, key)` samples n next steps per prefix text, and
-`StepScorer.score(questions, solutions)` gives one score per step of each (partial) solution.
-`SamplerProposer` and `PRMScorer` adapt `r1jax.sampler.generate` and
-`r1jax.verifiers.prm_step_scores`; `RuleScorer` turns the rule reward into a value function.
+Search runs on token ids. A question is its prompt's token ids; a `Step` carries the token ids
+it was sampled as (with its trailing delimiter, or the stop token of a final step) and their
+text, decoded once where the step was sampled; a solution is a tuple of steps, and a prefix is
+the question's ids followed by its steps' ids. Nothing is re-encoded from text: the verifier
+scores exactly the sampled tokens, each step at the position of its last token. Text is read
+only where a reward or a person reads it (answers for votes, final results).
 
-A solution is a tuple of `Step`s; its text is the concatenation of the step texts (a step
-carries its own trailing delimiter) and a proposer's prefix text is question + solution text.
+Everything runs on two small protocols, so it works on toy trees without a model:
+`StepProposer.propose(prefixes, n, key)` samples n next steps per prefix (token ids), and
+`StepScorer.score(questions, solutions)` gives one score per step of each (partial) solution.
+`SamplerProposer` adapts `r1jax.sampler`: each distinct prefix of a call is prefilled once for
+all its samples, and the KV cache rows of the steps it sampled are kept, so a kept prefix is
+continued from its cache row (only the prompt is ever prefilled). `PRMScorer` adapts
+`r1jax.verifiers.prm_step_scores`; `RuleScorer` turns the rule reward into a value function.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -41,22 +48,31 @@ AnswerFn = Callable[[str], Optional[str]]
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One reasoning step: its text (with its trailing delimiter, if any), whether it ends the
-    solution, the tokens generated for it and its total log-probability under the proposer."""
+    """One reasoning step: the token ids generated for it (with its trailing delimiter, if
+    any), their text, whether it ends the solution and its total log-probability under the
+    proposer."""
+    ids: tuple[int, ...]
     text: str
     is_final: bool
-    num_tokens: int
     logprob: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids)
+
+
+Ids = tuple[int, ...]
 
 
 class StepProposer(Protocol):
-    def propose(self, prefixes: Sequence[str], n: int, key: Array) -> list[list[Step]]:
-        """n sampled next steps for each prefix text: [len(prefixes)][n]."""
+    def propose(self, prefixes: Sequence[Ids], n: int, key: Array) -> list[list[Step]]:
+        """n sampled next steps for each prefix (question ids + its steps' ids):
+        [len(prefixes)][n]."""
         ...
 
 
 class StepScorer(Protocol):
-    def score(self, questions: Sequence[str], solutions: Sequence[Sequence[str]]
+    def score(self, questions: Sequence[Ids], solutions: Sequence[Sequence[Step]]
               ) -> tuple[list[list[float]], list[int]]:
         """One score per step of each (partial) solution ([B][num_steps]) and the tokens the
         verifier read for each solution ([B])."""
@@ -85,8 +101,9 @@ def _answer(solution: Solution, answer_fn: Optional[AnswerFn]) -> Optional[str]:
     return (answer_fn or rewards.extract_answer)("".join(s.text for s in solution))
 
 
-def _prefix(question: str, solution: Solution) -> str:
-    return question + "".join(s.text for s in solution)
+def _prefix(question: Ids, solution: Solution) -> Ids:
+    """The token ids a proposer continues: the question's ids, then every step's ids."""
+    return tuple(question) + tuple(i for s in solution for i in s.ids)
 
 
 def _keys(key: Array):
@@ -98,32 +115,42 @@ def _keys(key: Array):
 # ----------------------------------------------------------------------------- votes
 
 def majority_vote(answers: Sequence[Optional[str]]) -> Optional[str]:
-    """Most frequent answer; None entries ignored; ties go to the answer seen first;
-    None when every answer is None."""
+    """Most frequent answer, equivalent answers pooled as the answer checker judges them
+    (`rewards.canonical_answer`, the key behind `answers_equal` and `accuracy_reward`: "1,000",
+    "1000" and "1000.0" are one answer). Returns the first-seen original of the winning pool;
+    None entries ignored; ties go to the pool seen first; None when every answer is None."""
     counts: dict[str, int] = {}
+    first: dict[str, str] = {}
     for a in answers:
         if a is not None:
-            counts[a] = counts.get(a, 0) + 1
+            k = rewards.canonical_answer(a)
+            first.setdefault(k, a)
+            counts[k] = counts.get(k, 0) + 1
     # max keeps the first maximal key, and dicts keep first-seen order.
-    return max(counts, key=counts.__getitem__) if counts else None
+    return first[max(counts, key=counts.__getitem__)] if counts else None
 
 
 def weighted_vote(answers: Sequence[Optional[str]], scores: Sequence[float]) -> Optional[str]:
-    """Answer with the highest summed score; None entries ignored; ties: first seen."""
+    """Answer with the highest summed score, scores summed per pool of equivalent answers (as
+    in `majority_vote`); returns the first-seen original of the winning pool; None entries
+    ignored; ties go to the pool seen first."""
     if len(answers) != len(scores):
         raise ValueError(f"{len(answers)} answers but {len(scores)} scores")
     totals: dict[str, float] = {}
+    first: dict[str, str] = {}
     for a, s in zip(answers, scores):
         if a is not None:
-            totals[a] = totals.get(a, 0.0) + float(s)
-    return max(totals, key=totals.__getitem__) if totals else None
+            k = rewards.canonical_answer(a)
+            first.setdefault(k, a)
+            totals[k] = totals.get(k, 0.0) + float(s)
+    return first[max(totals, key=totals.__getitem__)] if totals else None
 
 
 
 
 # ----------------------------------------------------------------------------- sampling, scoring
 
-def complete(proposer: StepProposer, questions: Sequence[str], partials: Sequence[Solution],
+def complete(proposer: StepProposer, questions: Sequence[Ids], partials: Sequence[Solution],
              key: Array, max_steps: int | Sequence[int]) -> tuple[list[Solution], list[int]]:
     """Extends each partial solution one sampled step at a time (one `propose` call per step,
     batched over all unfinished ones) until a final step or `max_steps` steps (one limit for
@@ -147,7 +174,7 @@ def _done(sol: Solution, max_steps: int) -> bool:
     return len(sol) >= max_steps or (len(sol) > 0 and sol[-1].is_final)
 
 
-def sample_solutions(proposer: StepProposer, questions: Sequence[str], n: int, key: Array, *,
+def sample_solutions(proposer: StepProposer, questions: Sequence[Ids], n: int, key: Array, *,
                      max_steps: int = 16) -> tuple[list[list[Solution]], list[int]]:
     """n complete solutions per question ([P][n]) and the tokens generated per question.
     The first step fans out with one `propose(questions, n)` call; later steps are sampled
@@ -155,7 +182,7 @@ def sample_solutions(proposer: StepProposer, questions: Sequence[str], n: int, k
     if n < 1 or max_steps < 1:
         raise ValueError(f"n and max_steps must be >= 1, got n={n}, max_steps={max_steps}")
     k1, k2 = jax.random.split(key)
-    first = proposer.propose(list(questions), n, k1)
+    first = proposer.propose([_prefix(q, ()) for q in questions], n, k1)
     flat_q = [q for q in questions for _ in range(n)]
     flat = [(step,) for row in first for step in row]
     sols, tok = complete(proposer, flat_q, flat, k2, max_steps)
@@ -164,7 +191,7 @@ def sample_solutions(proposer: StepProposer, questions: Sequence[str], n: int, k
     return [sols[p * n:(p + 1) * n] for p in range(len(questions))], per_q
 
 
-def score_solutions(scorer: StepScorer, questions: Sequence[str],
+def score_solutions(scorer: StepScorer, questions: Sequence[Ids],
                     solutions: Sequence[Sequence[Solution]], aggregation: str = "last"
                     ) -> tuple[list[list[float]], list[int]]:
     """Aggregated verifier score of every solution ([P][n]) in one `scorer.score` call, and the
@@ -180,7 +207,7 @@ def score_solutions(scorer: StepScorer, questions: Sequence[str],
     return out, per_q
 
 
-def _score(scorer: StepScorer, questions: Sequence[str], sols: Sequence[Solution],
+def _score(scorer: StepScorer, questions: Sequence[Ids], sols: Sequence[Solution],
            aggregation: str) -> tuple[list[float], list[int]]:
     """Aggregated scores [len(sols)] and the verifier tokens read for each solution."""
     if aggregation not in verifiers.AGGREGATIONS:
@@ -188,37 +215,57 @@ def _score(scorer: StepScorer, questions: Sequence[str], sols: Sequence[Solution
                          f"got {aggregation!r}")
     if not sols:
         return [], []
-    step_scores, tokens = scorer.score(list(questions), [[s.text for s in sol] for sol in sols])
+    step_scores, tokens = scorer.score([tuple(q) for q in questions], list(sols))
     if len(step_scores) != len(sols) or len(tokens) != len(sols):
         raise ValueError(f"scorer returned {len(step_scores)} score rows and {len(tokens)} "
                          f"token counts for {len(sols)} solutions")
-    width = max(len(r) for r in step_scores)
-    arr = np.zeros((len(sols), max(width, 1)), np.float64)
+    agg = aggregate(step_scores, aggregation)
+    return [float(x) for x in agg], [int(t) for t in tokens]
+
+
+def aggregate(step_scores: Sequence[Sequence[float]], how: str) -> np.ndarray:
+    """One score per solution, float64 [B], from ragged step scores ([B][num_steps]) by
+    `verifiers.aggregate_step_scores` ("min", "prod" or "last"; NaN for a row without steps).
+    """
+    arr = np.zeros((len(step_scores), max(max(map(len, step_scores), default=1), 1)))
     mask = np.zeros(arr.shape, bool)
     for i, row in enumerate(step_scores):
-        arr[i, :len(row)] = row
-        mask[i, :len(row)] = True
-    agg = np.asarray(verifiers.aggregate_step_scores(arr, mask, aggregation), np.float64)
-    return [float(x) for x in agg], [int(t) for t in tokens]
+        arr[i, :len(row)], mask[i, :len(row)] = row, True
+    return np.asarray(verifiers.aggregate_step_scores(arr, mask, how), np.float64)
 
 
 def _pick(sols: Sequence[Solution], scores: Sequence[float], weighted: bool,
           answer_fn: Optional[AnswerFn]) -> int:
     """Index of the chosen solution: the top score (first on ties), or with `weighted` the
-    top-scored solution among those giving the weighted-vote answer."""
+    top-scored solution (first on ties) among those whose answer is in the weighted vote's
+    winning pool (answers equivalent under `rewards.answers_equal`)."""
     scores = [(-math.inf if math.isnan(s) else s) for s in scores]
     if weighted:
         answers = [_answer(s, answer_fn) for s in sols]
         best = weighted_vote(answers, scores)
         if best is not None:
-            idx = [i for i, a in enumerate(answers) if a == best]
+            key = rewards.canonical_answer(best)
+            idx = [i for i, a in enumerate(answers)
+                   if a is not None and rewards.canonical_answer(a) == key]
             return max(idx, key=lambda i: scores[i])
     return int(np.argmax(scores))
 
 
+def pick_best(solutions: Sequence[Solution], scores: Sequence[float], *, weighted: bool = False,
+              answer_fn: Optional[AnswerFn] = None) -> int:
+    """Best-of-N's choice among pre-sampled solutions with their (aggregated) verifier scores:
+    the index of the top-scored one (first on ties; NaN scores lose), or with `weighted` of the
+    top-scored one among those in the weighted vote's winning pool of equivalent answers
+    (`weighted_vote`)."""
+    if len(solutions) != len(scores) or not len(solutions):
+        raise ValueError(f"need as many scores as solutions (>= 1), got {len(solutions)} "
+                         f"solutions and {len(scores)} scores")
+    return _pick(solutions, scores, weighted, answer_fn)
+
+
 # ----------------------------------------------------------------------------- N-sample methods
 
-def self_consistency(proposer: StepProposer, questions: Sequence[str], n: int, key: Array, *,
+def self_consistency(proposer: StepProposer, questions: Sequence[Ids], n: int, key: Array, *,
                      max_steps: int = 16, answer_fn: Optional[AnswerFn] = None
                      ) -> list[SearchResult]:
     """Majority vote over n sampled solutions; the chosen solution is the first one giving the
@@ -233,7 +280,7 @@ def self_consistency(proposer: StepProposer, questions: Sequence[str], n: int, k
     return results
 
 
-def best_of_n(proposer: StepProposer, scorer: StepScorer, questions: Sequence[str], n: int,
+def best_of_n(proposer: StepProposer, scorer: StepScorer, questions: Sequence[Ids], n: int,
               key: Array, *, aggregation: str = "last", weighted: bool = False,
               max_steps: int = 16, answer_fn: Optional[AnswerFn] = None
               ) -> list[SearchResult]:
@@ -244,7 +291,7 @@ def best_of_n(proposer: StepProposer, scorer: StepScorer, questions: Sequence[st
     scores, ver = score_solutions(scorer, questions, sols, aggregation)
     results = []
     for row, sc, g, v in zip(sols, scores, gen, ver):
-        i = _pick(row, sc, weighted, answer_fn)
+        i = pick_best(row, sc, weighted=weighted, answer_fn=answer_fn)
         results.append(SearchResult(row[i], _answer(row[i], answer_fn), sc[i], g, v))
     return results
 
@@ -259,7 +306,7 @@ class _Beams:
     verified: int = 0
 
 
-def _beam_search(proposer: StepProposer, scorer: StepScorer, questions: Sequence[str],
+def _beam_search(proposer: StepProposer, scorer: StepScorer, questions: Sequence[Ids],
                  key: Array, beam_width: int, expansions: int, max_steps: int, lookahead: int,
                  lookahead_proposer: Optional[StepProposer], aggregation: str) -> list[_Beams]:
     """Runs beam search for all questions in lockstep; returns each question's beams."""
@@ -327,7 +374,7 @@ def _choose(st: _Beams, weighted: bool, answer_fn: Optional[AnswerFn]) -> Search
                         st.verified)
 
 
-def beam_search(proposer: StepProposer, scorer: StepScorer, questions: Sequence[str],
+def beam_search(proposer: StepProposer, scorer: StepScorer, questions: Sequence[Ids],
                 key: Array, *, beam_width: int = 4, expansions: int = 4, max_steps: int = 16,
                 lookahead: int = 0, lookahead_proposer: Optional[StepProposer] = None,
                 aggregation: str = "last", weighted: bool = False,
@@ -349,7 +396,7 @@ def beam_search(proposer: StepProposer, scorer: StepScorer, questions: Sequence[
     return [_choose(st, weighted, answer_fn) for st in state]
 
 
-def dvts(proposer: StepProposer, scorer: StepScorer, questions: Sequence[str], key: Array, *,
+def dvts(proposer: StepProposer, scorer: StepScorer, questions: Sequence[Ids], key: Array, *,
          n_subtrees: int = 4, expansions: int = 4, max_steps: int = 16, lookahead: int = 0,
          lookahead_proposer: Optional[StepProposer] = None, aggregation: str = "last",
          weighted: bool = False, answer_fn: Optional[AnswerFn] = None) -> list[SearchResult]:
@@ -407,19 +454,19 @@ def _select_child(node: Node, c: float, rule: str) -> Node:
 
 
 def _expand(node: Node, steps: Sequence[Step]) -> int:
-    """Adds one child per distinct step text (prior = its share of the n samples); returns the
-    number of nodes created."""
-    by_text: dict[str, Node] = {}
+    """Adds one child per distinct step (same token ids; prior = its share of the n samples);
+    returns the number of nodes created."""
+    by_ids: dict[Ids, Node] = {}
     for step in steps:
-        if step.text in by_text:
-            by_text[step.text].prior += 1.0 / len(steps)
+        if step.ids in by_ids:
+            by_ids[step.ids].prior += 1.0 / len(steps)
         else:
-            by_text[step.text] = Node(node.solution + (step,), node, 1.0 / len(steps))
-    node.children = list(by_text.values())
+            by_ids[step.ids] = Node(node.solution + (step,), node, 1.0 / len(steps))
+    node.children = list(by_ids.values())
     return len(node.children)
 
 
-def mcts(proposer: StepProposer, value_fn: StepScorer, questions: Sequence[str], key: Array, *,
+def mcts(proposer: StepProposer, value_fn: StepScorer, questions: Sequence[Ids], key: Array, *,
          num_simulations: int = 32, expansions: int = 4, c: float = 1.0, rule: str = "puct",
          max_nodes: Optional[int] = None, max_tokens: Optional[int] = None,
          max_steps: int = 16, aggregation: str = "last", final: str = "visits",
@@ -431,7 +478,7 @@ def mcts(proposer: StepProposer, value_fn: StepScorer, questions: Sequence[str],
 
     One simulation: select from the root by `rule` ("puct" or "uct", exploration constant c)
     down to a leaf; expand a non-terminal leaf with `expansions` sampled next steps (identical
-    texts merge; a child's prior is its share of the samples) and select one new child; roll it
+    steps merge; a child's prior is its share of the samples) and select one new child; roll it
     out to a final step (one step at a time, `rollout_proposer` or `proposer`, at most
     max_steps steps); value it with `value_fn` (ORM, PRM or `RuleScorer`; step scores
     aggregated by `aggregation`); add the value to every node on the path (Q = mean value).
@@ -540,83 +587,128 @@ def visit_counts(root: Node) -> list[int]:
 @dataclasses.dataclass
 class RuleScorer:
     """The rule reward as a value function: every step of a solution scores
-    check(solution text, references[question]) (default `rewards.accuracy_reward`), so every
-    aggregation gives the reward. Reads no tokens."""
-    references: Mapping[str, str]
+    check(solution text, references[question ids]) (default `rewards.accuracy_reward`), so
+    every aggregation gives the reward. Reads no tokens."""
+    references: Mapping[Ids, str]
     check: Optional[Callable[[str, str], float]] = None
 
     def score(self, questions, solutions):
         check = self.check or rewards.accuracy_reward
         out = []
         for q, steps in zip(questions, solutions):
-            r = float(check("".join(steps), self.references[q]))
+            r = float(check("".join(s.text for s in steps), self.references[tuple(q)]))
             out.append([r] * len(steps))
         return out, [0] * len(out)
 
 
 @dataclasses.dataclass
 class SamplerProposer:
-    """`StepProposer` over `r1jax.sampler.generate`: every prefix is encoded, all prefixes go
-    to one generate call with num_samples=n and stop_strings=(delimiter,) (plus EOS in
-    stop_tokens). A step is final when it does not end with the delimiter (EOS or
-    max_new_tokens) or when `final_fn(step text)` holds (default: it contains an answer).
-    `sampling` sets temperature, top-k/p and the per-step max_new_tokens."""
+    """`StepProposer` over `r1jax.sampler`: one call samples n next steps of every prefix (token
+    ids) in one decoding run that stops each row at the delimiter string, at EOS or after
+    `sampling.max_new_tokens` (`sampler.step_sampling`; `sampling` sets temperature, top-k/p
+    and the per-step max_new_tokens). A step is final when its text does not end with the
+    delimiter or when `final_fn(step text)` holds (default: it contains an answer).
+
+    KV reuse: the cache rows that hold the prefixes a call extended (each prefix followed by a
+    non-final step it sampled) are kept, keyed by those token ids, while the kept caches fit in
+    `cache_bytes` (the least recently used calls' caches are dropped first). A prefix found
+    there is continued from its row without any prefill (`sampler.continue_rows`); the others
+    (the prompts, or prefixes whose rows were dropped) are prefilled once each
+    (`sampler.prefill_rows`), however many times they occur in the call. With cache_bytes = 0
+    every call prefills its prefixes.
+    """
     params: Any
     cfg: Any
     tokenizer: Any
     sampling: Any
     delimiter: str = "\n"
-    add_bos: bool = True
     final_fn: Optional[Callable[[str], bool]] = None
     shard: Any = None
+    cache_bytes: int = 1 << 30
+    _index: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _caches: collections.OrderedDict = dataclasses.field(
+        default_factory=collections.OrderedDict, init=False, repr=False)
 
     def propose(self, prefixes, n, key):
-        tok = self.tokenizer
-        prompts = [tok.encode(p, add_bos=self.add_bos) for p in prefixes]
-        stop_tokens = tuple(self.sampling.stop_tokens)
-        if (tok.eos_id is not None and tok.eos_id < self.cfg.vocab_size
-                and tok.eos_id not in stop_tokens):
-            stop_tokens += (tok.eos_id,)
-        stop_strings = tuple(dict.fromkeys((*self.sampling.stop_strings, self.delimiter)))
-        sampling = dataclasses.replace(self.sampling, num_samples=n, stop_tokens=stop_tokens,
-                                       stop_strings=stop_strings)
-        out = sampler.generate(self.params, self.cfg, prompts, key, sampling, tokenizer=tok,
-                               pad_id=tok.pad_id, shard=self.shard)
+        prefixes = [tuple(int(t) for t in p) for p in prefixes]
+        sources = [self._lookup(p) for p in prefixes]
+        misses = list(dict.fromkeys(p for p, src in zip(prefixes, sources) if src is None))
+        if misses:
+            cache = sampler.prefill_rows(self.params, self.cfg, misses, pad_id=self._pad_id(),
+                                         shard=self.shard)
+            fresh = {p: r for r, p in enumerate(misses)}
+            self._keep(cache, fresh)
+            sources = [src or (cache, fresh[p]) for p, src in zip(prefixes, sources)]
+        sampling = dataclasses.replace(
+            sampler.step_sampling(self.cfg, self.sampling, self.delimiter, self.tokenizer),
+            num_samples=n)
+        out, cache = sampler.continue_rows(self.params, self.cfg, prefixes, sources, key,
+                                           sampling, tokenizer=self.tokenizer,
+                                           pad_id=self._pad_id(), shard=self.shard)
+        steps = self._steps(out)
+        self._keep(cache, {p + step.ids: i * n + j
+                           for i, (p, row) in enumerate(zip(prefixes, steps))
+                           for j, step in enumerate(row) if not step.is_final})
+        return steps
+
+    def _lookup(self, prefix: Ids) -> Optional[tuple[dict, int]]:
+        """(kept cache, row) holding `prefix`, or None."""
+        if prefix not in self._index:
+            return None
+        c, row = self._index[prefix]
+        self._caches.move_to_end(c)
+        return self._caches[c], row
+
+    def _pad_id(self) -> int:
+        return sampler.pad_id_of(self.tokenizer, self.cfg.vocab_size)
+
+    def _steps(self, out) -> list[list[Step]]:
+        """Steps [P][n] of a `SampleOutput`; each step's text is decoded once, here."""
         tokens, lengths, logprobs = (np.asarray(x) for x in (out.tokens, out.lengths,
                                                              out.logprobs))
         final_fn = self.final_fn or (lambda text: rewards.extract_answer(text) is not None)
         steps = []
-        for p in range(len(prefixes)):
+        for p in range(tokens.shape[0]):
             row = []
-            for i in range(n):
-                L = int(lengths[p, i])
-                text = tok.decode(tokens[p, i, :L].tolist())
+            for i in range(tokens.shape[1]):
+                ids = tuple(int(t) for t in tokens[p, i, :lengths[p, i]])
+                text = self.tokenizer.decode(list(ids))
                 final = not text.endswith(self.delimiter) or bool(final_fn(text))
-                row.append(Step(text, final, L, float(logprobs[p, i, :L].sum())))
+                row.append(Step(ids, text, final, float(logprobs[p, i, :len(ids)].sum())))
             steps.append(row)
         return steps
+
+    def _keep(self, cache: dict, rows: Mapping[Ids, int]) -> None:
+        """Keeps `cache` with the prefixes its rows hold; drops the least recently used caches
+        while the kept ones take more than `cache_bytes`."""
+        c = id(cache["k"])
+        self._caches[c] = cache
+        self._index.update({p: (c, r) for p, r in rows.items()})
+        while self._caches and sum(x["k"].nbytes + x["v"].nbytes
+                                   for x in self._caches.values()) > self.cache_bytes:
+            old, _ = self._caches.popitem(last=False)
+            self._index = {p: src for p, src in self._index.items() if src[0] != old}
 
 
 @dataclasses.dataclass
 class PRMScorer:
-    """`StepScorer` over `verifiers.prm_step_scores`: each (question, steps) is encoded by
-    `verifiers.encode_solution` and scored at every step end, in batches of `batch_size` rows
-    padded to a multiple of `bucket` tokens (few distinct shapes, so few compilations).
-    With ORM params and aggregation "last" it is the ORM (the last step end is the final
-    token). Counts the real tokens read per solution."""
+    """`StepScorer` over `verifiers.prm_step_scores` on the sampled tokens: a solution is its
+    question's ids followed by its steps' ids (`verifiers.prm_batch_from_ids`), scored at the
+    last token of every step, in batches of `batch_size` rows padded to a multiple of `bucket`
+    tokens (few distinct shapes, so few compilations). With ORM params and aggregation "last"
+    it is the ORM (the last step's last token is the final token). Counts the tokens read per
+    solution."""
     vparams: Any
     cfg: Any
-    tokenizer: Any
-    delimiter: str = "\n"
-    add_bos: bool = True
+    pad_id: int = 0
     batch_size: int = 64
     bucket: int = 64
 
     def score(self, questions, solutions):
         if not solutions:
             return [], []
-        batch = verifiers.make_prm_batch(self.tokenizer, questions, solutions,
-                                         delimiter=self.delimiter, add_bos=self.add_bos)
+        batch = verifiers.prm_batch_from_ids(
+            questions, [[s.ids for s in sol] for sol in solutions], pad_id=self.pad_id)
         tokens, mask = batch["tokens"], batch["step_mask"]
         if tokens.shape[1] > self.cfg.max_seq_len:
             raise ValueError(f"a solution has {tokens.shape[1]} tokens, more than "
@@ -624,7 +716,7 @@ class PRMScorer:
         T = min(-(-tokens.shape[1] // self.bucket) * self.bucket, self.cfg.max_seq_len)
         B = len(solutions)
         rows = -(-B // self.batch_size) * self.batch_size
-        tok = np.full((rows, T), self.tokenizer.pad_id, np.int32)
+        tok = np.full((rows, T), self.pad_id, np.int32)
         msk = np.zeros((rows, T), bool)
         tok[:B, :tokens.shape[1]], msk[:B, :tokens.shape[1]] = tokens, mask
         scores = np.concatenate([

@@ -3,6 +3,7 @@ numbers, chunked proposals, a smoke run of the whole runner, and (slow) the tiny
 headline results."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -46,7 +47,7 @@ def test_split_steps(text, delim, eos, want):
 
 def _sol(answer, tokens):
     text = "x" if answer is None else f"<answer>{answer}</answer>"
-    return (search.Step(text, True, tokens),)
+    return (search.Step((7,) * tokens, text, True),)
 
 
 def test_vote_curves_hand_computed():
@@ -83,19 +84,87 @@ def test_vote_curves_hand_computed():
         scaling.vote_curves(problems, sols, orm, prm, [8])
 
 
+def test_vote_curves_choose_as_the_library_pooling_equivalent_answers():
+    """The rows are the library's choices: equivalent answers ("1,000", "1000.0") pool in the
+    majority and weighted votes, and BoN picks by `search.pick_best`."""
+    problems = [tasks.Problem("999+1", "1000", "arithmetic")]
+    sols = [[_sol("1,000", 1), _sol("7", 1), _sol("1000.0", 1), _sol("7", 1)]]
+    prm = [[0.4, 0.5, 0.4, 0.2]]
+    curves = scaling.vote_curves(problems, sols, prm, prm, [4])
+    acc = {m: cv[0]["accuracy"] for m, cv in curves.items()}
+    # Majority: 2 against 2, the pool seen first (1000) wins; BoN: 0.5 gives "7"; weighted:
+    # 1000 sums 0.8 against 0.7 for "7" (unpooled, "7" would win with 0.7 against 0.4).
+    assert acc == {"majority": 1.0, "bon_orm": 0.0, "bon_prm": 0.0, "weighted_bon": 1.0,
+                   "pass_at_n": 1.0}
+    assert search.pick_best(sols[0], prm[0], weighted=True) in (0, 2)
+
+
+@pytest.mark.parametrize("variant", ["tiny", "qwen2.5-0.5b"])
+def test_beam_search_and_dvts_differ_at_every_configured_budget(variant):
+    """At every N the config shows, beam search keeps W >= 2 beams of M >= 2 expansions and
+    DVTS runs W subtrees of M: the same budget, different algorithms (with W = 1 or M = 1
+    they would coincide). On a toy tree whose best depth-2 nodes are all under the first
+    depth-1 node, beam search keeps several of them (beams share a parent); DVTS keeps one per
+    subtree."""
+    c = tts_config(variant)
+    c.unlock()
+    c.tts.max_steps, c.tts.lookahead, c.tts.aggregation = 3, 0, "last"
+    for n in c.tts.search_budgets:
+        width, m = scaling.tree_shape(n, c.tts.beam_expansions)
+        assert width >= 2 and m >= 2 and width * m == n, (n, width, m)
+        parents = {}
+        for name in ("beam", "dvts"):
+            prop = _CountingTree()
+            scaling.run_search(name, n, c, prop, _DepthTwoScorer(), None, [(1000,)],
+                               jax.random.key(0))
+            depth3 = prop.calls[2]           # the prefixes kept at depth 2, expanded again
+            assert len(depth3) == width
+            parents[name] = {p[1:3] for p in depth3}     # their first steps' ids
+        assert len(parents["beam"]) < width and len(parents["dvts"]) == width
+
+
+class _CountingTree:
+    """Step i of a propose row has ids (row number, i); depth 3 is final. Records the
+    prefixes of every call."""
+
+    def __init__(self):
+        self.calls, self.rows = [], 0
+
+    def propose(self, prefixes, n, key):
+        self.calls.append(list(prefixes))
+        out = []
+        for p in prefixes:
+            self.rows += 1
+            out.append([search.Step((self.rows, i), "s", len(p) >= 5) for i in range(n)])
+        return out
+
+
+class _DepthTwoScorer:
+    """Depth 1: all 0.5 (ties keep sampling order); depth 2: 1 - 0.1 i - 0.5 j for sample i of
+    a parent that was sample j; depth 3: 0.5."""
+
+    def score(self, questions, solutions):
+        def value(path):
+            if len(path) == 2:
+                return 1.0 - 0.1 * path[1].ids[1] - 0.5 * path[0].ids[1]
+            return 0.5
+        return ([[value(sol[:j + 1]) for j in range(len(sol))] for sol in solutions],
+                [0] * len(solutions))
+
+
 def test_chunked_proposer_keeps_order_and_bounds_rows():
     calls = []
 
     class Echo:
         def propose(self, prefixes, n, key):
             calls.append(len(prefixes))
-            return [[search.Step(f"{p}/{i}", True, 1) for i in range(n)] for p in prefixes]
+            return [[search.Step((i,), f"{p}/{i}", True) for i in range(n)] for p in prefixes]
 
     prop = scaling.ChunkedProposer(Echo(), max_rows=8)
     import jax
-    out = prop.propose([f"q{i}" for i in range(7)], 3, jax.random.key(0))
+    out = prop.propose([(i,) for i in range(7)], 3, jax.random.key(0))
     assert calls == [2, 2, 2, 1]          # 8 // 3 = 2 prefixes (6 rows) per call
-    assert [[s.text for s in row] for row in out] == [[f"q{i}/{j}" for j in range(3)]
+    assert [[s.text for s in row] for row in out] == [[f"{(i,)}/{j}" for j in range(3)]
                                                       for i in range(7)]
 
 
@@ -195,6 +264,11 @@ def test_runner_smoke(tmp_path):
             assert 0 <= x["ci"][0] <= x["accuracy"] <= x["ci"][1] <= 1
     table = (tmp_path / "results.md").read_text()
     assert "| majority vote |" in table and "| MCTS |" in table
+    # The verifiers trained in the shared loop: checkpoints at their last step, losses logged.
+    from r1jax import checkpoint
+    for kind in ("orm", "prm"):
+        assert checkpoint.CheckpointManager(str(tmp_path / kind)).latest_step() == 2
+        assert len(results["verifier"][f"{kind}_loss"]) == 2
 
 
 @pytest.mark.slow

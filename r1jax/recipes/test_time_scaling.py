@@ -6,14 +6,18 @@
    `pretrain.base_model` (the tiny model pretrained into `<workdir>/base`, reused when it is
    there; or a local HF folder);
 2. trains an ORM and a PRM (value heads over copies of the policy trunk, `r1jax.verifiers`) on
-   the policy's own samples on train problems: outcome labels from the task checker, step labels
-   from Monte Carlo rollouts (`verifiers.mc_step_labels`; see configs/verifier.py for the
-   labelling and its shortcut), and reports their ROC AUC on held-out samples;
+   the policy's own samples on train problems, on the sampled token ids: outcome labels from
+   the task checker, step labels from Monte Carlo rollouts (`verifiers.mc_step_labels`; see
+   configs/verifier.py for the labelling and its shortcut), with `train.run_verifier`
+   (checkpoints and exact resume in `<workdir>/orm` and `<workdir>/prm`), and reports their
+   ROC AUC on held-out samples;
 3. on held-out test problems measures accuracy and generated tokens per problem for greedy
    decoding, majority vote, Best-of-N by ORM and by PRM, weighted BoN (PRM), beam search, DVTS
    and MCTS. Vote/BoN: max(budgets) samples are drawn once per problem and split into disjoint
-   groups of N; accuracy and tokens are averaged over the groups. Tree search: one run per N in
-   `search_budgets`;
+   groups of N; accuracy and tokens are averaged over the groups, each group's choice made by
+   `r1jax.search` (`majority_vote`, `pick_best`). Tree search: one run per N in
+   `search_budgets`, on token prefixes (`search.SamplerProposer` keeps the KV cache of kept
+   prefixes), beam search and DVTS shaped by `tree_shape`;
 4. writes `results.json`, `results.md` (a markdown table) and `tts.png` (accuracy against
    generated tokens, log x, 95% Wilson bands) into the workdir.
 
@@ -33,11 +37,10 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
-import optax
 
 from r1jax import prompts as prompts_lib
-from r1jax import pretrain, rewards, sampler, search, stats, tasks, verifiers
-from r1jax.reporting import MetricWriter
+from r1jax import pretrain, rewards, sampler, search, stats, tasks, train, verifiers
+from r1jax.reporting import MetricWriter, read_metrics
 
 Solution = tuple[search.Step, ...]
 VOTE_METHODS = ("majority", "bon_orm", "bon_prm", "weighted_bon")
@@ -55,14 +58,15 @@ def _log(msg: str) -> None:
 
 def split_steps(tokenizer, ids: Sequence[int], logprobs: Sequence[float], delimiter: str
                 ) -> Solution:
-    """A sampled completion (ids up to and including its stop token) as search Steps: a step
-    ends at the token that completes a `delimiter` (the delimiter stays in the step, as with
-    `search.SamplerProposer`); the last step is final. Token counts add up to len(ids)."""
+    """A sampled completion (ids up to and including its stop token) as search Steps of the
+    sampled ids: a step ends at the token that completes a `delimiter` (the delimiter stays in
+    the step, as with `search.SamplerProposer`); the last step is final. The steps' ids add up
+    to `ids`."""
     steps, start, tail = [], 0, ""
     ids = [int(t) for t in ids]
 
     def step(end, final):
-        return search.Step(tokenizer.decode(ids[start:end]), final, end - start,
+        return search.Step(tuple(ids[start:end]), tokenizer.decode(ids[start:end]), final,
                            float(np.sum(logprobs[start:end])))
 
     for i, t in enumerate(ids[:-1]):
@@ -74,24 +78,30 @@ def split_steps(tokenizer, ids: Sequence[int], logprobs: Sequence[float], delimi
     return tuple(steps)
 
 
-def sample_solutions(params, cfg, tokenizer, prompt_texts: Sequence[str], n: int, key,
+def _generate_chunks(params, cfg, tokenizer, prompts: Sequence[Sequence[int]], key,
+                     sampling: sampler.SamplingConfig, batch_rows: int):
+    """`sampler.generate` over chunks of at most batch_rows = prompts x samples rows; yields
+    (tokens, lengths, logprobs) of each prompt as numpy arrays [G, M], [G], [G, M]."""
+    size = max(1, batch_rows // sampling.num_samples)
+    for c, s in enumerate(range(0, len(prompts), size)):
+        o = sampler.generate(params, cfg, [list(p) for p in prompts[s:s + size]],
+                             jax.random.fold_in(key, c), sampling, tokenizer=tokenizer,
+                             pad_id=tokenizer.pad_id)
+        yield from zip(*(np.asarray(x) for x in (o.tokens, o.lengths, o.logprobs)))
+
+
+def sample_solutions(params, cfg, tokenizer, prompts: Sequence[Sequence[int]], n: int, key,
                      *, max_new_tokens: int, temperature: float, delimiter: str,
                      batch_rows: int = 2048) -> list[list[Solution]]:
-    """n whole completions per prompt ([P][n]), each split into steps; one `generate` call per
-    chunk of prompts (at most batch_rows = prompts x n rows), stopping at EOS."""
+    """n whole completions of each prompt (token ids) ([P][n]), each split into steps; one
+    `generate` call per chunk of prompts (at most batch_rows = prompts x n rows), stopping at
+    EOS."""
     sampling = sampler.SamplingConfig(max_new_tokens=max_new_tokens, num_samples=n,
                                       temperature=temperature, stop_tokens=(tokenizer.eos_id,))
-    size = max(1, batch_rows // n)
-    out = []
-    for c, s in enumerate(range(0, len(prompt_texts), size)):
-        ids = [tokenizer.encode(p) for p in prompt_texts[s:s + size]]
-        o = sampler.generate(params, cfg, ids, jax.random.fold_in(key, c), sampling,
-                             tokenizer=tokenizer, pad_id=tokenizer.pad_id)
-        toks, lens, lps = (np.asarray(x) for x in (o.tokens, o.lengths, o.logprobs))
-        for p in range(len(ids)):
-            out.append([split_steps(tokenizer, toks[p, i, :lens[p, i]], lps[p, i, :lens[p, i]],
-                                    delimiter) for i in range(n)])
-    return out
+    return [[split_steps(tokenizer, toks[i, :lens[i]], lps[i, :lens[i]], delimiter)
+             for i in range(n)]
+            for toks, lens, lps in _generate_chunks(params, cfg, tokenizer, prompts, key,
+                                                    sampling, batch_rows)]
 
 
 @dataclasses.dataclass
@@ -109,8 +119,24 @@ class ChunkedProposer:
         return out
 
 
+def make_proposer(c, cfg, tokenizer, params) -> ChunkedProposer:
+    """The tree searches' proposer: `search.SamplerProposer` (one step per row at
+    c.tts.temperature, its KV cache kept for c.tts.cache_bytes) in chunks of c.tts.batch_rows
+    rows."""
+    t = c.tts
+    sampling = sampler.SamplingConfig(max_new_tokens=t.step_max_new_tokens,
+                                      temperature=t.temperature)
+    return ChunkedProposer(search.SamplerProposer(
+        params, cfg, tokenizer, sampling, delimiter=tasks.STEP_DELIMITER,
+        cache_bytes=t.cache_bytes), t.batch_rows)
+
+
 def _text(sol: Solution) -> str:
     return "".join(s.text for s in sol)
+
+
+def _ids(sol: Solution) -> tuple[int, ...]:
+    return tuple(i for s in sol for i in s.ids)
 
 
 def _correct(problem: tasks.Problem, answer: Optional[str]) -> bool:
@@ -122,36 +148,40 @@ def _correct(problem: tasks.Problem, answer: Optional[str]) -> bool:
 def label_samples(c, cfg, tokenizer, params, problems: Sequence[tasks.Problem], key
                   ) -> list[dict]:
     """Labelled verifier examples from the policy's samples (or worked solutions with
-    c.verifier.labels == "gold"): dicts with prompt, steps (texts), outcome (0/1), step labels
-    (one per step) and the index of the problem."""
+    c.verifier.labels == "gold"): dicts with prompt (token ids), prompt_text, solution (search
+    Steps, as sampled), outcome (0/1), step labels (one per step) and the problem's index."""
     vc = c.verifier
     delim = tasks.STEP_DELIMITER
     prompt_texts = [prompts_lib.render(c.task.template, p.question) for p in problems]
+    prompt_ids = [tuple(tokenizer.encode(t)) for t in prompt_texts]
     if vc.labels == "gold":
-        return _gold_examples(c, problems, prompt_texts)
+        return _gold_examples(c, tokenizer, problems, prompt_texts)
     if vc.labels != "mc":
         raise ValueError(f"config.verifier.labels must be 'mc' or 'gold', got {vc.labels!r}")
     k_sample, k_roll = jax.random.split(key)
-    sols = sample_solutions(params, cfg, tokenizer, prompt_texts, vc.samples_per_problem,
+    sols = sample_solutions(params, cfg, tokenizer, prompt_ids, vc.samples_per_problem,
                             k_sample, max_new_tokens=c.tts.max_new_tokens,
                             temperature=vc.temperature, delimiter=delim,
                             batch_rows=c.tts.batch_rows)
     examples = []
-    for i, (problem, prompt, row) in enumerate(zip(problems, prompt_texts, sols)):
+    for i, (problem, row) in enumerate(zip(problems, sols)):
         for sol in row:
             ok = _correct(problem, rewards.extract_answer(_text(sol)))
-            examples.append({"problem": i, "prompt": prompt, "steps": [s.text for s in sol],
-                             "outcome": float(ok)})
+            examples.append({"problem": i, "prompt": prompt_ids[i], "prompt_text": prompt_texts[i],
+                             "solution": sol, "outcome": float(ok)})
     # Rollouts from each non-final step prefix: hard labels of correct samples are all 1 (the
     # sample completes each of its prefixes correctly), so only the others need rollouts.
-    need = [e for e in examples if len(e["steps"]) > 1 and (vc.soft_labels or not e["outcome"])]
-    prefixes = list(dict.fromkeys(verifiers.solution_text(e["prompt"], e["steps"][:j + 1], delim)
-                                  for e in need for j in range(len(e["steps"]) - 1)))
+    need = [e for e in examples
+            if len(e["solution"]) > 1 and (vc.soft_labels or not e["outcome"])]
+    # Each prefix by the text `mc_step_labels` names it by, with its sampled ids.
+    prefixes = {verifiers.solution_text(e["prompt_text"], [s.text for s in e["solution"][:j + 1]],
+                                        delim): e["prompt"] + _ids(e["solution"][:j + 1])
+                for e in need for j in range(len(e["solution"]) - 1)}
     completions = _rollouts(c, cfg, tokenizer, params, prefixes, k_roll)
     need_ids = {id(e) for e in need}
     for e in examples:
         if id(e) not in need_ids:
-            e["labels"] = [e["outcome"]] * len(e["steps"])
+            e["labels"] = [e["outcome"]] * len(e["solution"])
             continue
         pools = {}
 
@@ -160,34 +190,30 @@ def label_samples(c, cfg, tokenizer, params, problems: Sequence[tasks.Problem], 
 
         problem = problems[e["problem"]]
         hard, soft = verifiers.mc_step_labels(
-            rollout_fn, e["prompt"], e["steps"][:-1], problem.answer, vc.mc_rollouts,
-            key, delimiter=delim, check=lambda text, _a, p=problem: tasks.task_accuracy_reward(
-                p, text))
+            rollout_fn, e["prompt_text"], [s.text for s in e["solution"][:-1]], problem.answer,
+            vc.mc_rollouts, key, delimiter=delim,
+            check=lambda text, _a, p=problem: tasks.task_accuracy_reward(p, text))
         e["labels"] = (soft if vc.soft_labels else hard) + [e["outcome"]]
     return examples
 
 
-def _rollouts(c, cfg, tokenizer, params, prefixes: Sequence[str], key) -> dict[str, list[str]]:
-    """k = c.verifier.mc_rollouts completions (texts) of every prefix text."""
+def _rollouts(c, cfg, tokenizer, params, prefixes: dict[str, tuple[int, ...]], key
+              ) -> dict[str, list[str]]:
+    """k = c.verifier.mc_rollouts completions (texts) of every prefix ({text: token ids}),
+    sampled from its ids."""
     k = c.verifier.mc_rollouts
     sampling = sampler.SamplingConfig(max_new_tokens=c.tts.max_new_tokens, num_samples=k,
                                       temperature=c.verifier.temperature,
                                       stop_tokens=(tokenizer.eos_id,))
-    out = {}
-    size = max(1, c.verifier.rollout_batch)
-    for ci, s in enumerate(range(0, len(prefixes), size)):
-        chunk = prefixes[s:s + size]
-        o = sampler.generate(params, cfg, [tokenizer.encode(p) for p in chunk],
-                             jax.random.fold_in(key, ci), sampling, tokenizer=tokenizer,
-                             pad_id=tokenizer.pad_id)
-        toks, lens = np.asarray(o.tokens), np.asarray(o.lengths)
-        for p, text in enumerate(chunk):
-            out[text] = [tokenizer.decode(toks[p, i, :lens[p, i]].tolist()) for i in range(k)]
-    return out
+    chunks = _generate_chunks(params, cfg, tokenizer, list(prefixes.values()), key, sampling,
+                              c.verifier.rollout_batch * k)
+    return {text: [tokenizer.decode(toks[i, :lens[i]].tolist()) for i in range(k)]
+            for text, (toks, lens, _) in zip(prefixes, chunks)}
 
 
-def _gold_examples(c, problems, prompt_texts) -> list[dict]:
-    """Worked solutions with per-step errors (`tasks.solve`), split like policy samples."""
+def _gold_examples(c, tokenizer, problems, prompt_texts) -> list[dict]:
+    """Worked solutions with per-step errors (`tasks.solve`), split into steps at the
+    delimiter and encoded step by step, the last ending with EOS like a sampled one."""
     import random
     rng = random.Random(f"verifier_gold/{c.tts.seed}")
     delim = tasks.STEP_DELIMITER
@@ -195,13 +221,16 @@ def _gold_examples(c, problems, prompt_texts) -> list[dict]:
     for i, (problem, prompt) in enumerate(zip(problems, prompt_texts)):
         for _ in range(c.verifier.samples_per_problem):
             s = tasks.solve(problem, rng, c.verifier.gold_error_rate)
-            text = prompts_lib.r1_completion(s.reasoning, s.answer)
-            pieces = text.split(delim)
-            steps = [p + delim for p in pieces[:-1]] + [pieces[-1]]
+            pieces = prompts_lib.r1_completion(s.reasoning, s.answer).split(delim)
+            texts = [p + delim for p in pieces[:-1]] + [pieces[-1]]
+            ids = [tokenizer.encode(t) for t in texts[:-1]] + [
+                tokenizer.encode(texts[-1]) + [tokenizer.eos_id]]
+            sol = tuple(search.Step(tuple(x), t, j == len(texts) - 1)
+                        for j, (x, t) in enumerate(zip(ids, texts)))
             ok = float(tasks.check(problem, s.answer))
-            labels = [float(x) for x in s.step_correct[:-1]] + [ok]
-            examples.append({"problem": i, "prompt": prompt, "steps": steps, "outcome": ok,
-                             "labels": labels})
+            examples.append({"problem": i, "prompt": tuple(tokenizer.encode(prompt)),
+                             "prompt_text": prompt, "solution": sol, "outcome": ok,
+                             "labels": [float(x) for x in s.step_correct[:-1]] + [ok]})
     return examples
 
 
@@ -211,58 +240,42 @@ def _bucket(n: int, bucket: int, cap: int) -> int:
     return min(-(-n // bucket) * bucket, cap)
 
 
-def train_verifier(kind: str, trunk, cfg, tokenizer, examples: Sequence[dict], vc, key
-                   ) -> tuple[Any, list[float]]:
-    """Trains an ORM ("orm": outcome labels) or PRM ("prm": step labels) over a copy of `trunk`
-    on `examples` (from `label_samples`); returns (vparams, loss every 10 steps)."""
+def verifier_batch(kind: str, examples: Sequence[dict], pad_id: int, length: int
+                   ) -> dict[str, np.ndarray]:
+    """The ORM ("orm": outcome labels) or PRM ("prm": step labels) batch of `examples` (from
+    `label_samples`), on their sampled token ids, padded to `length` tokens."""
     q = [e["prompt"] for e in examples]
-    st = [e["steps"] for e in examples]
-    lengths = [len(verifiers.encode_solution(tokenizer, a, b, add_bos=False)[0])
-               for a, b in zip(q, st)]
-    T = _bucket(max(lengths), vc.seq_bucket, cfg.max_seq_len)
+    st = [[s.ids for s in e["solution"]] for e in examples]
     if kind == "orm":
-        b = verifiers.make_orm_batch(tokenizer, q, st, [e["outcome"] for e in examples],
-                                     add_bos=False, length=T)
-        data = {k: b[k] for k in ("tokens", "lengths", "labels")}
-    elif kind == "prm":
-        b = verifiers.make_prm_batch(tokenizer, q, st, [e["labels"] for e in examples],
-                                     add_bos=False, length=T)
-        data = {k: b[k] for k in ("tokens", "step_mask", "targets")}
-    else:
-        raise ValueError(f"verifier kind must be 'orm' or 'prm', got {kind!r}")
+        return verifiers.orm_batch_from_ids(q, st, [e["outcome"] for e in examples], pad_id,
+                                            length)
+    if kind == "prm":
+        return verifiers.prm_batch_from_ids(q, st, [e["labels"] for e in examples], pad_id,
+                                            length)
+    raise ValueError(f"verifier kind must be 'orm' or 'prm', got {kind!r}")
+
+
+def train_verifier(kind: str, trunk, cfg, tokenizer, examples: Sequence[dict], vc, key,
+                   workdir: str, writer: Optional[MetricWriter] = None,
+                   show_progress: bool = True):
+    """Trains an ORM ("orm") or PRM ("prm") over a copy of `trunk` on `examples` with
+    `train.run_verifier` (checkpoints, exact resume and NaN stop in `workdir`); returns the
+    verifier params."""
     if vc.steps < 1:
         raise ValueError(f"config.verifier.steps must be >= 1, got {vc.steps}")
-    warmup = min(vc.warmup_steps, vc.steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, vc.learning_rate, warmup,
-                                                  max(vc.steps, warmup + 1))
-    tx = optax.adamw(schedule, weight_decay=vc.weight_decay)
+    T = _bucket(max(len(e["prompt"]) + len(_ids(e["solution"])) for e in examples),
+                vc.seq_bucket, cfg.max_seq_len)
     k_init, k_data = jax.random.split(key)
+    loop = train.LoopConfig(steps=vc.steps, learning_rate=vc.learning_rate,
+                            warmup_steps=min(vc.warmup_steps, vc.steps - 1),
+                            weight_decay=vc.weight_decay, grad_clip=vc.grad_clip,
+                            checkpoint_every=vc.checkpoint_every,
+                            seed=int(jax.random.randint(k_data, (), 0, 2**31 - 1)))
     vparams = verifiers.init_verifier(trunk, cfg, k_init, vc.head_init_scale)
-    opt_state = tx.init(vparams)
-    step_fn = verifiers.make_train_step(kind, cfg, tx)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(k_data)))
-    losses = []
-    for s in range(vc.steps):
-        idx = rng.integers(0, len(examples), vc.batch_size)
-        vparams, opt_state, m = step_fn(vparams, opt_state, {k: v[idx] for k, v in data.items()})
-        if s % 10 == 0 or s == vc.steps - 1:
-            losses.append(float(m["loss"]))
-    return vparams, losses
-
-
-def _step_scores(scorer, prompts_flat, sols_flat) -> tuple[list[list[float]], list[int]]:
-    return scorer.score(prompts_flat, [[s.text for s in sol] for sol in sols_flat])
-
-
-def aggregate(rows: Sequence[Sequence[float]], how: str) -> np.ndarray:
-    """Aggregated solution scores [B] from ragged step scores (see
-    `verifiers.aggregate_step_scores`)."""
-    width = max(max((len(r) for r in rows), default=1), 1)
-    arr = np.zeros((len(rows), width))
-    mask = np.zeros(arr.shape, bool)
-    for i, r in enumerate(rows):
-        arr[i, :len(r)], mask[i, :len(r)] = r, True
-    return np.asarray(verifiers.aggregate_step_scores(arr, mask, how))
+    return train.run_verifier(vparams, cfg, kind,
+                              verifier_batch(kind, examples, tokenizer.pad_id, T), loop,
+                              workdir, batch_size=vc.batch_size, writer=writer,
+                              show_progress=show_progress)
 
 
 def _auc(scores, labels) -> Optional[float]:
@@ -283,16 +296,15 @@ def _point(n: int, per_problem: Sequence[float], tokens: float, vtokens: float =
             "verifier_tokens": vtokens, "per_problem": [round(float(x), 6) for x in per_problem]}
 
 
-
-
 def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
                 read: Optional[Sequence[Sequence[int]]] = None) -> dict[str, list[dict]]:
     """Majority vote, BoN-ORM, BoN-PRM, weighted BoN and pass@N from S samples per problem
     (sols [P][S], orm/prm [P][S] solution scores, read [P][S] tokens a verifier reads per
     sample) at each N in budgets (N <= S): the samples are split into S // N disjoint groups;
     accuracy (per problem: the share of its groups that are right) and tokens are averaged over
-    the groups. BoN methods report the verifier tokens of one verifier (the ORM and the PRM
-    read the same tokens)."""
+    the groups. Each group's choice is the library's: `search.majority_vote` and
+    `search.pick_best` (Best-of-N, weighted with weighted=True). BoN methods report the
+    verifier tokens of one verifier (the ORM and the PRM read the same tokens)."""
     P, S = len(sols), len(sols[0])
     answers = [[rewards.extract_answer(_text(s)) for s in row] for row in sols]
     ok_cache: dict[tuple[int, Optional[str]], bool] = {}
@@ -312,13 +324,14 @@ def vote_curves(problems, sols, orm, prm, budgets: Sequence[int],
         for p in range(P):
             for g in range(G):
                 idx = range(g * n, (g + 1) * n)
+                group = [sols[p][i] for i in idx]
                 ans = [answers[p][i] for i in idx]
                 o = [orm[p][i] for i in idx]
                 r = [prm[p][i] for i in idx]
                 acc["majority"][p] += ok(p, search.majority_vote(ans)) / G
-                acc["bon_orm"][p] += ok(p, ans[int(np.argmax(o))]) / G
-                acc["bon_prm"][p] += ok(p, ans[int(np.argmax(r))]) / G
-                acc["weighted_bon"][p] += ok(p, search.weighted_vote(ans, r)) / G
+                acc["bon_orm"][p] += ok(p, ans[search.pick_best(group, o)]) / G
+                acc["bon_prm"][p] += ok(p, ans[search.pick_best(group, r)]) / G
+                acc["weighted_bon"][p] += ok(p, ans[search.pick_best(group, r, weighted=True)]) / G
                 acc["pass_at_n"][p] += any(ok(p, a) for a in ans) / G
                 tokens += sum(sum(s.num_tokens for s in sols[p][i]) for i in idx) / G
                 vtokens += sum(read[p][i] for i in idx) / G if read is not None else 0.0
@@ -334,22 +347,31 @@ def _search_point(name, n, problems, results) -> dict:
                   float(np.mean([r.verifier_tokens for r in results])))
 
 
-def run_search(name: str, n: int, c, proposer, prm_scorer, orm_scorer, prompt_texts, key):
-    """One tree-search method at budget N (see the config for how N maps to its knobs)."""
+def tree_shape(n: int, expansions: int) -> tuple[int, int]:
+    """(W, M) of tree search at budget N: M = min(expansions, N // 2) (at least 1) next steps
+    per node and W = N // M beams (beam search) or subtrees (DVTS). With N >= 4, W >= 2 and
+    M >= 2, so the two differ: beam search keeps the top W of all W * M candidates (a beam may
+    take several places), DVTS the best of each subtree's M."""
+    m = max(1, min(expansions, n // 2))
+    return max(n // m, 1), m
+
+
+def run_search(name: str, n: int, c, proposer, prm_scorer, orm_scorer, prompts, key):
+    """One tree-search method at budget N on prompts (token ids); `tree_shape` maps N to the
+    beam width / subtrees and expansions of beam search and DVTS, N is MCTS's simulations."""
     t = c.tts
-    m = min(t.beam_expansions, n)
+    width, m = tree_shape(n, t.beam_expansions)
     common = dict(max_steps=t.max_steps, aggregation=t.aggregation)
     if name == "beam":
-        return search.beam_search(proposer, prm_scorer, prompt_texts, key,
-                                  beam_width=max(n // m, 1), expansions=m,
-                                  lookahead=t.lookahead, **common)
+        return search.beam_search(proposer, prm_scorer, prompts, key, beam_width=width,
+                                  expansions=m, lookahead=t.lookahead, **common)
     if name == "dvts":
-        return search.dvts(proposer, prm_scorer, prompt_texts, key, n_subtrees=max(n // m, 1),
-                           expansions=m, lookahead=t.lookahead, **common)
+        return search.dvts(proposer, prm_scorer, prompts, key, n_subtrees=width, expansions=m,
+                           lookahead=t.lookahead, **common)
     if name == "mcts":
         value_fn = prm_scorer if t.mcts_value == "prm" else orm_scorer
         agg = t.aggregation if t.mcts_value == "prm" else "last"
-        return search.mcts(proposer, value_fn, prompt_texts, key, num_simulations=n,
+        return search.mcts(proposer, value_fn, prompts, key, num_simulations=n,
                            expansions=t.mcts_expansions, c=t.mcts_c, rule=t.mcts_rule,
                            max_steps=t.max_steps, aggregation=agg, final=t.mcts_final)
     raise ValueError(f"unknown search method {name!r}; known: {SEARCH_METHODS}")
@@ -406,14 +428,52 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     cfg, tok, params = base_policy(c, workdir, show_progress)
     timings["base"] = time.time() - t0
     t = c.tts
-    key = jax.random.key(t.seed)
-    k_train, k_orm, k_prm, k_test, k_greedy, k_search = jax.random.split(key, 6)
-    delim = tasks.STEP_DELIMITER
+    k_verifiers, k_test, k_greedy, k_search = jax.random.split(jax.random.key(t.seed), 4)
+    orm_scorer, prm_scorer, verifier_info = train_verifiers(
+        c, cfg, tok, params, k_verifiers, workdir, timings, show_progress)
 
-    # 2. Verifiers on the policy's own samples.
+    # 3. Held-out problems: S samples once, scored by both verifiers; greedy; tree search.
+    problems = pretrain.load_problems(c, "test", t.num_problems, seed=c.seed + 1 + 1000 * t.seed)
+    prompts = [tuple(tok.encode(prompts_lib.render(c.task.template, p.question)))
+               for p in problems]
+    curves, held_out = vote_evaluation(c, cfg, tok, params, problems, prompts, orm_scorer,
+                                       prm_scorer, k_test, timings)
+    curves["greedy"] = [_greedy_point(c, cfg, tok, params, problems, prompts, k_greedy)]
+    _log(f"greedy: {curves['greedy'][0]['accuracy']:.3f}")
+    proposer = make_proposer(c, cfg, tok, params)
+    for mi, name in enumerate(SEARCH_METHODS):
+        curves[name] = []
+        for n in sorted(t.search_budgets):
+            tic = time.time()
+            res = run_search(name, n, c, proposer, prm_scorer, orm_scorer, prompts,
+                             jax.random.fold_in(k_search, 1000 * mi + n))
+            pt = _search_point(name, n, problems, res)
+            curves[name].append(pt)
+            timings[f"{name}_{n}"] = time.time() - tic
+            _log(f"{name} N={n}: {pt['accuracy']:.3f} [{pt['ci'][0]:.3f}, {pt['ci'][1]:.3f}], "
+                 f"{pt['tokens']:.0f} tokens/problem ({timings[f'{name}_{n}']:.0f} s)")
+
+    timings["total"] = time.time() - t0
+    results = {
+        "num_problems": len(problems), "seed": t.seed, **held_out,
+        "aggregation": t.aggregation, "verifier": verifier_info,
+        "curves": curves, "summary": summarize(curves),
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    _write(results, workdir)
+    _log(f"done in {timings['total']:.0f} s: {workdir}")
+    return results
+
+
+def train_verifiers(c, cfg, tok, params, key, workdir: str, timings: dict,
+                    show_progress: bool = True):
+    """2. An ORM and a PRM trained on the policy's own samples of train problems (into
+    <workdir>/orm and <workdir>/prm, metrics in <workdir>/metrics.jsonl); returns their
+    scorers and what to report of them (losses, validation AUCs)."""
+    k_train, k_orm, k_prm = jax.random.split(key, 3)
     tic = time.time()
     train_problems = pretrain.load_problems(c, "train", c.verifier.num_problems,
-                                           seed=10_007 + t.seed)
+                                           seed=10_007 + c.tts.seed)
     examples = label_samples(c, cfg, tok, params, train_problems, k_train)
     n_val = int(round(len(train_problems) * c.verifier.validation_fraction))
     fit = [e for e in examples if e["problem"] >= n_val]
@@ -424,97 +484,84 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
          f"({timings['verifier_data']:.0f} s)")
     tic = time.time()
     vcfg, trunk = _verifier_trunk(c, cfg, params)
-    orm, orm_losses = train_verifier("orm", trunk, vcfg, tok, fit, c.verifier, k_orm)
-    prm, prm_losses = train_verifier("prm", trunk, vcfg, tok, fit, c.verifier, k_prm)
+    writer = MetricWriter(workdir, tensorboard=False)
+    try:
+        scorers = [search.PRMScorer(
+            train_verifier(kind, trunk, vcfg, tok, fit, c.verifier, k,
+                           os.path.join(workdir, kind), writer, show_progress),
+            vcfg, tok.pad_id, batch_size=c.tts.score_batch, bucket=32)
+            for kind, k in (("orm", k_orm), ("prm", k_prm))]
+    finally:
+        writer.close()
     timings["verifier_training"] = time.time() - tic
-    scorer_kw = dict(delimiter=delim, add_bos=False, batch_size=t.score_batch, bucket=32)
-    orm_scorer = search.PRMScorer(orm, vcfg, tok, **scorer_kw)
-    prm_scorer = search.PRMScorer(prm, vcfg, tok, **scorer_kw)
-    verifier_info = {
-        "labels": c.verifier.labels, "train_samples": len(fit), "validation_samples": len(val),
-        "train_correct_rate": float(np.mean([e["outcome"] for e in examples])),
-        "orm_loss": orm_losses, "prm_loss": prm_losses,
-    }
+    info = {"labels": c.verifier.labels, "train_samples": len(fit), "validation_samples": len(val),
+            "train_correct_rate": float(np.mean([e["outcome"] for e in examples]))}
+    for kind in ("orm", "prm"):
+        info[f"{kind}_loss"] = [r["loss"] for r in read_metrics(
+            os.path.join(workdir, "metrics.jsonl"), stage=kind)]
     if val:
-        vq = [e["prompt"] for e in val]
-        vs = [[search.Step(x, False, 0) for x in e["steps"]] for e in val]
-        prm_val, _ = _step_scores(prm_scorer, vq, vs)
-        verifier_info["prm_step_auc_validation"] = _auc(
+        vq, vs = [e["prompt"] for e in val], [e["solution"] for e in val]
+        prm_val, _ = scorers[1].score(vq, vs)
+        info["prm_step_auc_validation"] = _auc(
             [x for r in prm_val for x in r], [y > 0.5 for e in val for y in e["labels"]])
-        verifier_info["orm_auc_validation"] = _auc(
-            aggregate(_step_scores(orm_scorer, vq, vs)[0], "last"), [e["outcome"] for e in val])
+        info["orm_auc_validation"] = _auc(search.aggregate(scorers[0].score(vq, vs)[0], "last"),
+                                          [e["outcome"] for e in val])
     _log(f"verifiers trained ({timings['verifier_training']:.0f} s): "
-         f"{ {k: v for k, v in verifier_info.items() if 'auc' in k} }")
+         f"{ {k: v for k, v in info.items() if 'auc' in k} }")
+    return scorers[0], scorers[1], info
 
-    # 3. Held-out problems: S samples once, scored by both verifiers.
-    problems = pretrain.load_problems(c, "test", t.num_problems, seed=c.seed + 1 + 1000 * t.seed)
-    prompt_texts = [prompts_lib.render(c.task.template, p.question) for p in problems]
+
+def vote_evaluation(c, cfg, tok, params, problems, prompts, orm_scorer, prm_scorer, key,
+                    timings: dict) -> tuple[dict, dict]:
+    """S = max(budgets) samples of every held-out prompt (token ids), scored by both
+    verifiers: the `vote_curves`, and what to report of the samples (sample accuracy,
+    held-out AUCs)."""
+    t = c.tts
     P, S = len(problems), max(t.budgets)
     tic = time.time()
-    sols = sample_solutions(params, cfg, tok, prompt_texts, S, k_test,
-                            max_new_tokens=t.max_new_tokens, temperature=t.temperature,
-                            delimiter=delim, batch_rows=t.batch_rows)
-    flat_q = [q for q in prompt_texts for _ in range(S)]
+    sols = sample_solutions(params, cfg, tok, prompts, S, key, max_new_tokens=t.max_new_tokens,
+                            temperature=t.temperature, delimiter=tasks.STEP_DELIMITER,
+                            batch_rows=t.batch_rows)
+    flat_q = [q for q in prompts for _ in range(S)]
     flat = [s for row in sols for s in row]
-    prm_steps, read = _step_scores(prm_scorer, flat_q, flat)
-    orm_flat = aggregate(_step_scores(orm_scorer, flat_q, flat)[0], "last")
-    prm_flat = aggregate(prm_steps, t.aggregation)
+    prm_steps, read = prm_scorer.score(flat_q, flat)
+    orm_flat = search.aggregate(orm_scorer.score(flat_q, flat)[0], "last")
+    prm_flat = search.aggregate(prm_steps, t.aggregation)
     correct = [_correct(pr, rewards.extract_answer(_text(s)))
                for pr, row in zip(problems, sols) for s in row]
     timings["samples"] = time.time() - tic
     auc = {"orm": _auc(orm_flat, correct),
-           **{f"prm_{h}": _auc(aggregate(prm_steps, h), correct) for h in verifiers.AGGREGATIONS}}
+           **{f"prm_{h}": _auc(search.aggregate(prm_steps, h), correct)
+              for h in verifiers.AGGREGATIONS}}
     _log(f"{S} samples x {P} problems, sample accuracy {np.mean(correct):.3f}; held-out AUC "
          f"{ {k: round(v, 3) for k, v in auc.items() if v is not None} } "
          f"({timings['samples']:.0f} s)")
     curves = vote_curves(problems, sols, orm_flat.reshape(P, S), prm_flat.reshape(P, S),
                          sorted(t.budgets), np.reshape(read, (P, S)))
-
-    tic = time.time()
-    greedy = sample_solutions(params, cfg, tok, prompt_texts, 1, k_greedy,
-                              max_new_tokens=t.max_new_tokens, temperature=0.0,
-                              delimiter=delim, batch_rows=t.batch_rows)
-    ok = [float(_correct(pr, rewards.extract_answer(_text(row[0]))))
-          for pr, row in zip(problems, greedy)]
-    curves["greedy"] = [_point(1, ok, float(np.mean(
-        [sum(s.num_tokens for s in row[0]) for row in greedy])))]
-    _log(f"greedy: {np.mean(ok):.3f} ({time.time() - tic:.0f} s)")
     for m in VOTE_METHODS:
         _log(f"{m}: " + ", ".join(f"N={x['n']} {x['accuracy']:.3f}" for x in curves[m]))
+    return curves, {"samples_per_problem": S, "sample_accuracy": float(np.mean(correct)),
+                    "auc": auc}
 
-    # Tree search, one run per budget.
-    proposer = ChunkedProposer(search.SamplerProposer(
-        params, cfg, tok, sampler.SamplingConfig(max_new_tokens=t.step_max_new_tokens,
-                                                 temperature=t.temperature),
-        delimiter=delim, add_bos=False), t.batch_rows)
-    for mi, name in enumerate(SEARCH_METHODS):
-        curves[name] = []
-        for n in sorted(t.search_budgets):
-            tic = time.time()
-            res = run_search(name, n, c, proposer, prm_scorer, orm_scorer, prompt_texts,
-                             jax.random.fold_in(k_search, 1000 * mi + n))
-            pt = _search_point(name, n, problems, res)
-            curves[name].append(pt)
-            timings[f"{name}_{n}"] = time.time() - tic
-            _log(f"{name} N={n}: {pt['accuracy']:.3f} [{pt['ci'][0]:.3f}, {pt['ci'][1]:.3f}], "
-                 f"{pt['tokens']:.0f} tokens/problem ({timings[f'{name}_{n}']:.0f} s)")
 
-    timings["total"] = time.time() - t0
-    results = {
-        "num_problems": P, "samples_per_problem": S, "seed": t.seed,
-        "sample_accuracy": float(np.mean(correct)),
-        "auc": auc, "aggregation": t.aggregation, "verifier": verifier_info,
-        "curves": curves, "summary": summarize(curves),
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-    }
+def _greedy_point(c, cfg, tok, params, problems, prompts, key) -> dict:
+    t = c.tts
+    greedy = sample_solutions(params, cfg, tok, prompts, 1, key, max_new_tokens=t.max_new_tokens,
+                              temperature=0.0, delimiter=tasks.STEP_DELIMITER,
+                              batch_rows=t.batch_rows)
+    ok = [float(_correct(pr, rewards.extract_answer(_text(row[0]))))
+          for pr, row in zip(problems, greedy)]
+    return _point(1, ok, float(np.mean([len(_ids(row[0])) for row in greedy])))
+
+
+def _write(results: dict, workdir: str) -> None:
+    """results.json, results.md (the table) and tts.png (the plot) into the workdir."""
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write(results_table(results) + "\n")
-    plot(curves, os.path.join(workdir, "tts.png"),
-         f"Test-time scaling, {P} held-out problems (95% Wilson bands)")
-    _log(f"done in {timings['total']:.0f} s: {workdir}")
-    return results
+    plot(results["curves"], os.path.join(workdir, "tts.png"),
+         f"Test-time scaling, {results['num_problems']} held-out problems (95% Wilson bands)")
 
 
 def _at(curve: Sequence[dict], n: int) -> Optional[dict]:
