@@ -213,7 +213,12 @@ class _Reader:
         for file in files:
             if not file.exists():
                 raise ValueError(f"weight file {file} listed in the index does not exist")
-            handle = stack.enter_context(safe_open(str(file), framework="numpy"))
+            try:
+                handle = stack.enter_context(safe_open(str(file), framework="numpy"))
+            except Exception as e:  # safetensors raises its own error types
+                raise ValueError(f"weight file {file} is not a readable safetensors file "
+                                 f"({type(e).__name__}: {e}); r1jax reads *.safetensors only, "
+                                 "never pickle") from e
             for name in handle.keys():
                 if name in self._handles:
                     raise ValueError(f"tensor {name} appears in more than one weight file")
@@ -255,7 +260,7 @@ def _check_names(reader: _Reader, expected: set[str], cfg: ModelConfig) -> None:
                          f"{sorted(extra)[:5]}")
 
 
-def load_hf(path: PathLike, *, dtype=None) -> tuple[ModelConfig, Params]:
+def load_hf(path: PathLike, *, dtype=None, mesh=None, rules=None) -> tuple[ModelConfig, Params]:
     """Reads a Qwen2/Qwen2.5 or Llama-3.x HF folder into (ModelConfig, params).
 
     dtype: parameter dtype ("float32", "bfloat16", "float16" or a numpy/jax dtype); None keeps
@@ -263,8 +268,16 @@ def load_hf(path: PathLike, *, dtype=None) -> tuple[ModelConfig, Params]:
     cfg.compute_dtype are both set to it; change compute with `cfg.replace(...)`.
     max_seq_len is `max_position_embeddings`. Layers are stacked one parameter kind at a
     time, so the host holds at most one kind's numpy stack beside the finished params.
+    mesh (and optional sharding rules): each tensor goes from the host straight to its
+    `sharding.param_shardings` layout, every device receiving only its shard, so a model
+    larger than one device loads when the mesh can hold it. Only local folders are read (a hub
+    id is not downloaded).
     """
     path = pathlib.Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a local folder; load_hf reads a local Hugging Face folder "
+                         "(config.json, *.safetensors) and downloads nothing, so download the "
+                         "model first (e.g. `huggingface-cli download ID --local-dir DIR`)")
     if not (path / "config.json").exists():
         raise ValueError(f"{path}: no config.json")
     hf = json.loads((path / "config.json").read_text())
@@ -288,6 +301,7 @@ def load_hf(path: PathLike, *, dtype=None) -> tuple[ModelConfig, Params]:
         cfg = cfg.replace(param_dtype=name, compute_dtype=name)
         np_dtype = jnp.dtype(name)
         V, D, L = cfg.vocab_size, cfg.d_model, cfg.n_layers
+        place = _placer(cfg, mesh, rules)
 
         layers = {}
         for ours, suffix, hf_shape, shape in table:
@@ -301,16 +315,33 @@ def load_hf(path: PathLike, *, dtype=None) -> tuple[ModelConfig, Params]:
                     raise ValueError(f"tensor model.layers.{i}.{suffix} is nonzero; r1jax "
                                      "has no output-projection bias")
                 continue
-            layers[ours] = jnp.asarray(stacked)
+            layers[ours] = place(stacked, "layers", ours)
             del stacked
-        params = {"embed": jnp.asarray(reader.read("model.embed_tokens.weight", (V, D),
-                                                   np_dtype)),
+        params = {"embed": place(reader.read("model.embed_tokens.weight", (V, D), np_dtype),
+                                 "embed"),
                   "layers": layers,
-                  "final_norm": jnp.asarray(reader.read("model.norm.weight", (D,), np_dtype))}
+                  "final_norm": place(reader.read("model.norm.weight", (D,), np_dtype),
+                                      "final_norm")}
         if not cfg.tie_embeddings:
-            params["lm_head"] = jnp.asarray(
-                reader.read("lm_head.weight", (V, D), np_dtype).T)
+            params["lm_head"] = place(reader.read("lm_head.weight", (V, D), np_dtype).T,
+                                      "lm_head")
     return cfg, params
+
+
+def _placer(cfg: ModelConfig, mesh, rules):
+    """place(host_array, *path) -> a device array: on the default device without a mesh, else
+    in the parameter's sharding (each device receives only its own shard)."""
+    if mesh is None:
+        return lambda x, *path: jnp.asarray(x)
+    from r1jax import sharding
+    tree = sharding.param_shardings(cfg, mesh, rules)
+
+    def place(x, *path):
+        sh = tree
+        for key in path:
+            sh = sh[key]
+        return jax.make_array_from_callback(x.shape, sh, lambda index: x[index])
+    return place
 
 
 # ----------------------------------------------------------------------------- saving

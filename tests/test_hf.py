@@ -383,3 +383,42 @@ LLAMA32_1B = {
 def test_published_configs_match_presets(hf_config, preset):
     # remat is a compute choice (the presets turn it on), not part of the checkpoint.
     assert hf.config_from_hf(hf_config) == model.ModelConfig.preset(preset, remat=False)
+
+
+def test_load_hf_straight_into_shardings(tmp_path):
+    """On 8 simulated devices every tensor lands in its intended sharding, each device holding
+    only its shard (nothing whole on one device for a sharded parameter), and the logits are
+    those of the unsharded load."""
+    from r1jax import sharding
+    kind, kwargs = CASES["qwen2_mha_untied"]
+    _hf_model(kind, **kwargs).save_pretrained(tmp_path, safe_serialization=True)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+    cfg, params = hf.load_hf(tmp_path, mesh=mesh)
+    _, plain = hf.load_hf(tmp_path)
+    want = sharding.param_shardings(cfg, mesh)
+    split = 0
+    for (path, x), sh, ref in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                  jax.tree.leaves(want), jax.tree.leaves(plain)):
+        assert x.sharding.is_equivalent_to(sh, x.ndim), path
+        shard_shape = x.addressable_shards[0].data.shape
+        assert shard_shape == sh.shard_shape(x.shape), path
+        split += shard_shape != x.shape
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(ref))
+    assert split >= 5  # the big matrices really are split across devices
+    tokens = _tokens(cfg.vocab_size)
+    assert _max_diff(_forward(params, jnp.asarray(tokens), cfg),
+                     _forward(plain, jnp.asarray(tokens), cfg)) < 1e-5
+
+
+def test_load_hf_names_what_it_reads(tmp_path):
+    with pytest.raises(ValueError, match="not a local folder.*downloads nothing"):
+        hf.load_hf("Qwen/Qwen2.5-0.5B")
+
+
+def test_corrupt_weight_file_is_named(tmp_path):
+    kind, kwargs = CASES["qwen2_mha_untied"]
+    _hf_model(kind, **kwargs).save_pretrained(tmp_path, safe_serialization=True)
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(file.read_bytes()[:100])
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors"):
+        hf.load_hf(tmp_path)
