@@ -2,7 +2,7 @@
 
   python experiments/import_hf.py --hf_dir=Qwen2.5-0.5B --checkpoint_dir=runs/base [--step=0]
 """
-from absl import app, flags
+from absl import app, flags, logging
 
 from r1jax import checkpoint, hf
 
@@ -15,6 +15,7 @@ _STEP = flags.DEFINE_integer("step", 0, "step number to save the parameters unde
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     cfg, params = hf.load_hf(_HF_DIR.value)
     with checkpoint.CheckpointManager(_CKPT.value, max_to_keep=None) as ckpt:
         ckpt.save(_STEP.value, params=params, model_config=cfg, force=True)

@@ -163,3 +163,34 @@ def test_export_and_import_hf_commands_round_trip(tmp_path):
     assert r.step == 0
     _equal(r.params, params)
     assert checkpoint.model_config_from_dict(r.model_config) == cfg2
+
+
+@pytest.mark.slow
+def test_a_trained_run_exports_with_its_tokenizer_files(tmp_path):
+    """export_hf.py on a real SFT run's checkpoint: transformers loads the folder and its logits
+    equal r1jax's; the tokenizer files and generation config of the HF folder the run started
+    from (model.path in the run's provenance.json) are copied beside the weights."""
+    import json
+    import torch
+    import transformers
+    from r1jax import train
+    source = tmp_path / "hf_source"
+    source.mkdir()
+    (source / "tokenizer.json").write_text('{"version": "1.0"}')
+    (source / "generation_config.json").write_text('{"eos_token_id": 1}')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "provenance.json").write_text(json.dumps({"config": {"model": {"path": str(source)}}}))
+    tokens = np.random.default_rng(0).integers(0, CFG.vocab_size, (8, 12)).astype(np.int32)
+    params = train.run_sft(model.init_params(CFG, jax.random.key(0)), CFG, tokens,
+                           np.ones_like(tokens, np.float32), train.LoopConfig(
+                               steps=2, learning_rate=1e-2, checkpoint_every=1),
+                           str(run / "sft"), batch_size=4, show_progress=False)
+    _cli("export_hf.py", f"--checkpoint_dir={run / 'sft'}", f"--out={tmp_path / 'hf'}")
+    assert (tmp_path / "hf" / "tokenizer.json").read_text() == '{"version": "1.0"}'
+    assert (tmp_path / "hf" / "generation_config.json").exists()
+    net = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").float().eval()
+    with torch.no_grad():
+        want = net(torch.as_tensor(tokens[:2], dtype=torch.long)).logits.numpy()
+    got = np.asarray(model.forward(params, jnp.asarray(tokens[:2]), CFG))
+    assert np.abs(got - want).max() < 1e-4
