@@ -13,6 +13,8 @@ import numpy as np
 
 
 def _plain(value):
+    if isinstance(value, (list, tuple)):      # e.g. an interval [lo, hi]
+        return [_plain(v) for v in value]
     if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "__array__"):
         value = np.asarray(value).item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -55,6 +57,11 @@ class MetricWriter:
                 if isinstance(value, (int, float)) and name != "step":
                     self._tb.add_scalar(f"{stage}/{name}" if stage else name, value, step)
 
+    def write_text(self, step: int, name: str, text: str, stage: str = "") -> None:
+        """Text for TensorBoard's text tab (e.g. sampled completions); not in the JSONL."""
+        if self._active and self._tb is not None:
+            self._tb.add_text(f"{stage}/{name}" if stage else name, text, step)
+
     def close(self) -> None:
         if not self._active:
             return
@@ -79,7 +86,8 @@ def read_metrics(path: str, stage: Optional[str] = None, since_step: int = -1) -
 
 
 def plot_curves(rows: Iterable[Mapping], keys: Iterable[str], path: str, title: str = "") -> None:
-    """One PNG with a panel per metric key against step (keys absent from every row skipped)."""
+    """One PNG with a panel per metric key against step (keys absent from every row skipped);
+    where rows carry `<key>_ci` = [lo, hi] (e.g. held-out accuracy), the interval is a band."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,6 +103,13 @@ def plot_curves(rows: Iterable[Mapping], keys: Iterable[str], path: str, title: 
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="." if len(xs) < 40 else None)
+        band = [(r["step"], *r[f"{key}_ci"]) for r in rows
+                if isinstance(r.get(key), (int, float)) and isinstance(r.get(f"{key}_ci"), list)
+                and len(r[f"{key}_ci"]) == 2]
+        if band:
+            bx, lo, hi = zip(*band)
+            ax.fill_between(bx, lo, hi, alpha=0.25, label="95% interval")
+            ax.legend(fontsize=7)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -27,7 +27,7 @@ from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
 from r1jax.model import ModelConfig
 from r1jax.reporting import MetricWriter
-from r1jax.train_state import TrainState, make_optimizer
+from r1jax.train_state import TrainState, make_optimizer, make_schedule
 
 
 class NonFiniteError(FloatingPointError):
@@ -113,6 +113,12 @@ def _optimizer(loop: LoopConfig):
                           grad_clip=loop.grad_clip, warmup_steps=min(loop.warmup_steps,
                                                                      loop.steps),
                           total_steps=max(loop.steps, 1), schedule=loop.schedule)
+
+
+def _learning_rate(loop: LoopConfig, step: int) -> float:
+    """The learning rate the optimizer applies at `step` (logged beside the loss)."""
+    return float(make_schedule(loop.learning_rate, min(loop.warmup_steps, loop.steps),
+                               max(loop.steps, 1), loop.schedule)(step))
 
 
 def _place(state: TrainState, cfg: ModelConfig, mesh):
@@ -214,7 +220,7 @@ def _log_step(step, metrics, loop, writer, bar, stage, force=False):
     if force or step % loop.log_every == 0:
         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if writer is not None:
-            writer.write(step, metrics, stage)
+            writer.write(step, dict(metrics, learning_rate=_learning_rate(loop, step)), stage)
 
 
 # ----------------------------------------------------------------------------- GRPO
@@ -419,6 +425,7 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                            first_clip_frac=float(first["clip_frac"]))
             _check_finite(step, metrics)
             metrics.update(stats, reward=float(rew["reward"].mean()),
+                           learning_rate=_learning_rate(loop, step),
                            response_length=float(np.mean(roll.lengths)),
                            rollout_seconds=t_rollout,
                            step_seconds=time.perf_counter() - t0)
@@ -433,6 +440,11 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                                 .items() if isinstance(v, (int, float))})
             if writer is not None:
                 writer.write(step + 1, metrics, stage)
+                if step % loop.log_every == 0:   # two sampled completions, as people read them
+                    texts = roll.select_groups([0]).texts(tokenizer)[0][:2]
+                    writer.write_text(step + 1, "completions", "\n\n---\n\n".join(
+                        f"reward {r:.2f}:\n\n    " + t.replace("\n", "\n    ")
+                        for r, t in zip(rew["reward"][0], texts)), stage)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}")
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
                 _save(manager, step + 1, state, stage, model_config=cfg)

@@ -268,3 +268,16 @@ def test_policy_checkpoints_store_their_model_config(tmp_path):
         for step in manager.all_steps():
             meta = manager.read_meta(step)
             assert checkpoint.model_config_from_dict(meta["model_config"]) == CFG
+
+
+def test_grpo_logs_the_learning_rate(tmp_path):
+    problems = tasks.generate("arithmetic", 0, 8, num_ops=1, digits=1)
+    loop = train.LoopConfig(steps=2, learning_rate=1e-2, warmup_steps=2, checkpoint_every=100,
+                            schedule="constant")
+    writer = MetricWriter(str(tmp_path))
+    train.run_grpo(_params(), CFG, TOK, lambda s, r: problems[:2], loop, _toy_rollout(),
+                   grpo.GRPOConfig(num_generations=3, beta=0.0), str(tmp_path), writer=writer,
+                   reward_fn=_length_reward, show_progress=False)
+    writer.close()
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"), "grpo")
+    assert [r["learning_rate"] for r in rows] == pytest.approx([0.0, 5e-3])
