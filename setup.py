@@ -28,7 +28,10 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
+        # MATH-style answer checking by math-verify (task.checker = "math_verify").
+        "math": ["math-verify>=0.9"],
         "test": [
+            "math-verify>=0.9",
             "pytest>=8",
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",

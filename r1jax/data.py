@@ -76,16 +76,21 @@ def _math_problem(record: dict) -> Problem:
 _PARSERS = {"gsm8k": _gsm8k_problem, "math": _math_problem}
 
 
-def load_jsonl(path: str, kind: str, on_error: str = "raise") -> LoadResult:
+def load_jsonl(path: str, kind: str, on_error: str = "raise", checker: str = "builtin"
+               ) -> LoadResult:
     """Problems from a JSONL file of `kind` "gsm8k" or "math".
 
     Args:
         path: local JSONL file, one JSON object per line.
         kind: "gsm8k" or "math".
         on_error: "raise" (ValueError "path:line: reason") or "skip" (recorded in `skipped`).
+        checker: how answers are compared (`rewards.CHECKERS`): "builtin" or "math_verify"
+          (stored in each problem's metadata; `tasks.check` reads it).
     """
     if kind not in _PARSERS:
         raise ValueError(f"kind must be one of {sorted(_PARSERS)}, got {kind!r}")
+    if checker not in rewards.CHECKERS:
+        raise ValueError(f"checker must be one of {rewards.CHECKERS}, got {checker!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     problems, skipped = [], []
@@ -100,7 +105,10 @@ def load_jsonl(path: str, kind: str, on_error: str = "raise") -> LoadResult:
                     raise ValueError(f"invalid JSON ({e.msg})") from None
                 if not isinstance(record, dict):
                     raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-                problems.append(_PARSERS[kind](record))
+                problem = _PARSERS[kind](record)
+                if checker != "builtin":
+                    problem.metadata["checker"] = checker
+                problems.append(problem)
             except ValueError as e:
                 if on_error == "raise":
                     raise ValueError(f"{path}:{line_no}: {e}") from None

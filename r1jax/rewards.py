@@ -159,6 +159,51 @@ def format_reward_partial(text: str) -> float:
     return 0.25 * (think_ok + answer_ok + order_ok) + 0.25 * format_reward(text)
 
 
+CHECKERS = ("builtin", "math_verify")
+_MATH_VERIFY_MAX_CHARS = 1000
+
+
+def math_verify_equal(predicted: str, gold: str) -> bool:
+    """Equivalence by math-verify (the checker TRL and open-r1 use) for MATH-style answers:
+    LaTeX parsed by its ANTLR grammar into SymPy (\\dfrac12 = 1/2, x=3 = 3, 10^{3} = 1000,
+    3\\frac{1}{2} = 7/2, surds, sets in any order). Only the LaTeX path is used: math-verify's
+    plain-expression path calls sympy.parse_expr, which evaluates text as Python, and model
+    output is never evaluated as code. Answers longer than 1,000 characters are not parsed.
+    Needs the optional package: `pip install 'r1jax[math]'`."""
+    if answers_equal(predicted, gold):
+        return True
+    try:
+        import math_verify
+    except ImportError as e:
+        raise ImportError("checker 'math_verify' needs the math-verify package: pip install "
+                          "'r1jax[math]' (or math-verify)") from e
+    if max(len(predicted), len(gold)) > _MATH_VERIFY_MAX_CHARS:
+        return False
+    # math-verify's timeouts use SIGALRM, which only the main thread may set.
+    import threading
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    config = [math_verify.LatexExtractionConfig()]
+
+    def parse(answer: str):
+        answer = answer.replace("\\$", "").strip()
+        text = answer if ("$" in answer or "\\boxed" in answer) else f"${answer}$"
+        return math_verify.parse(text, extraction_config=config, parsing_timeout=timeout)
+
+    gold_parsed, pred_parsed = parse(gold), parse(predicted)
+    return bool(gold_parsed and pred_parsed
+                and math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+
+
+def answers_match(predicted: str, gold: str, checker: str = "builtin") -> bool:
+    """`answers_equal` (checker "builtin", the default: numbers, fractions, \\boxed) or
+    `math_verify_equal` (checker "math_verify")."""
+    if checker == "builtin":
+        return answers_equal(predicted, gold)
+    if checker == "math_verify":
+        return math_verify_equal(predicted, gold)
+    raise ValueError(f"checker must be one of {CHECKERS}, got {checker!r}")
+
+
 def accuracy_reward(text: str, answer: str) -> float:
     """1.0 iff `extract_answer(text)` is equivalent to the gold `answer` (see `answers_equal`)."""
     predicted = extract_answer(text)

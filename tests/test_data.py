@@ -77,3 +77,12 @@ def test_bad_arguments():
         data.load_jsonl(data.sample_path("gsm8k"), "gsm8k", on_error="ignore")
     with pytest.raises(ValueError, match="sample"):
         data.sample_path("aime")
+
+
+def test_checker_is_recorded_on_each_problem():
+    problems = data.load_jsonl(data.sample_path("math"), "math", checker="math_verify").problems
+    assert problems and all(p.metadata["checker"] == "math_verify" for p in problems)
+    plain = data.load_jsonl(data.sample_path("math"), "math").problems
+    assert all("checker" not in p.metadata for p in plain)
+    with pytest.raises(ValueError, match="checker must be one of"):
+        data.load_jsonl(data.sample_path("math"), "math", checker="sympy")

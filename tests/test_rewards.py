@@ -266,3 +266,42 @@ def test_bounded_time_on_long_inputs(text):
     _check_all(text, text[:1000])
     accuracy_reward(text, text)
     assert time.perf_counter() - start < 0.5
+
+
+# ----------------------------------------------------------------------------- math-verify
+
+LATEX_EQUAL = [("\\dfrac12", "1/2"), ("\\frac{1}{2}", "0.5"), ("x=3", "3"), ("\\$5", "5"),
+               ("10^{3}", "1000"), ("3\\frac{1}{2}", "7/2"), ("\\sqrt{8}", "2\\sqrt{2}"),
+               ("\\{1,2\\}", "\\{2,1\\}"), ("1,2", "2,1"), ("\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2"),
+               ("2\\pi", "2\\pi"), ("50\\%", "50"), ("\\text{(A)}", "A"), ("(1,2)", "(1, 2)"),
+               ("\\infty", "\\infty"), ("-\\frac{1}{3}", "-1/3"), ("3.0", "3"),
+               ("1{,}000", "1000"), ("x^2+2x", "2x+x^2"), ("\\boxed{5}", "5"),
+               ("\\pi/2", "\\frac{\\pi}{2}")]
+LATEX_DIFFERENT = [("4", "5"), ("\\frac12", "1/3"), ("\\sqrt{8}", "2\\sqrt{3}"),
+                   ("\\{1,2\\}", "\\{1,3\\}"), ("x=3", "4")]
+
+
+@pytest.mark.parametrize("predicted, gold", LATEX_EQUAL)
+def test_math_verify_accepts_equivalent_latex(predicted, gold):
+    assert rewards.answers_match(predicted, gold, "math_verify")
+
+
+@pytest.mark.parametrize("predicted, gold", LATEX_DIFFERENT)
+def test_math_verify_rejects_different_answers(predicted, gold):
+    assert not rewards.answers_match(predicted, gold, "math_verify")
+
+
+def test_math_verify_accepts_more_than_the_builtin_checker():
+    builtin = sum(rewards.answers_match(p, g) for p, g in LATEX_EQUAL)
+    assert builtin < len(LATEX_EQUAL) - 8
+    assert not any(rewards.answers_match(p, g) for p, g in LATEX_DIFFERENT)
+
+
+def test_math_verify_never_evaluates_model_output(tmp_path):
+    marker = tmp_path / "pwned"
+    for attack in [f"__import__('os').system('touch {marker}')",
+                   f"$__import__('os').system('touch {marker}')$", "x" * 5000, "\\frac{" * 200]:
+        assert not rewards.answers_match(attack, "1", "math_verify")
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="checker must be one of"):
+        rewards.answers_match("1", "1", "sympy")
