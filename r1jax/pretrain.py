@@ -39,7 +39,8 @@ def load_problems(c, split: str, n: int, seed: int) -> list[tasks.Problem]:
     path = c.task.train_path if split == "train" else c.task.test_path
     if not path:
         raise ValueError(f"task {c.task.name!r} needs config.task.{split}_path (a JSONL file)")
-    problems = data.load_jsonl(path, c.task.name).problems
+    checker = c.task.get("checker", "builtin")
+    problems = data.load_jsonl(path, c.task.name, checker=checker).problems
     return problems[:n] if n else problems
 
 
@@ -60,7 +61,7 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
     if c.model.path:
         from r1jax import hf
         from r1jax.tokenizer import HFTokenizer
-        cfg, params = hf.load_hf(c.model.path)
+        cfg, params = hf.load_hf(c.model.path, mesh=mesh)
         cfg = cfg.replace(compute_dtype=c.model.compute_dtype, remat=c.model.remat)
         return cfg, HFTokenizer(c.model.path), params
     tok = ByteTokenizer()
@@ -68,7 +69,10 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
                                    remat=c.model.remat)
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(f"model vocab_size {cfg.vocab_size} < tokenizer's {tok.vocab_size}")
-    params = model.init_params(cfg, jax.random.key(c.seed))
+    if mesh is None:
+        params = model.init_params(cfg, jax.random.key(c.seed))
+    else:  # computed directly into its layout: no whole copy on one device
+        params, _ = sharding.init_params_sharded(cfg, jax.random.key(c.seed), mesh)
     pairs = tasks.base_corpus(c.seed, c.pretrain.num_examples, {c.task.name: 1.0}, style_mix(c),
                               template=c.task.template,
                               difficulty={c.task.name: difficulty(c)})

@@ -577,11 +577,6 @@ def _final_choice(root: Node, final: str, max_steps: int) -> tuple[float, Soluti
     return node.best
 
 
-def visit_counts(root: Node) -> list[int]:
-    """Visits of each child of a node (e.g. the root returned with return_trees=True)."""
-    return [ch.visits for ch in root.children]
-
-
 # ----------------------------------------------------------------------------- adapters
 
 @dataclasses.dataclass

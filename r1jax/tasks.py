@@ -484,13 +484,15 @@ def solve(problem: Problem, rng: random.Random, error_rate: float = 0.0,
 
 def check(problem: Problem, answer_text: str | None) -> bool:
     """True iff `answer_text` (the content of <answer>) solves `problem`. Countdown accepts any
-    valid expression; other tasks (GSM8K and MATH included) compare normalised answers."""
+    valid expression; other tasks (GSM8K and MATH included) compare normalised answers, with
+    the checker the problem's metadata names (`rewards.CHECKERS`; default "builtin")."""
     if answer_text is None:
         return False
     if problem.task == "countdown":
         meta = problem.metadata
         return check_countdown(meta["numbers"], meta["target"], answer_text)
-    return rewards.answers_equal(answer_text, problem.answer)
+    return rewards.answers_match(answer_text, problem.answer,
+                                 problem.metadata.get("checker", "builtin"))
 
 
 def task_accuracy_reward(problem: Problem, completion: str) -> float:

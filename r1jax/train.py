@@ -238,6 +238,7 @@ class RolloutConfig:
     template: str = "r1_zero_short"
     accuracy_weight: float = 1.0
     format_weight: float = 0.5
+    partial_format: bool = False        # format reward with partial credit (0, .25, ..., 1)
     language_weight: float = 0.0        # language-consistency reward (R1 stage 2)
     language: str = "en"
     repetition_weight: float = 0.0      # weight of `rewards.repetition_penalty` (in [-1, 0])
@@ -271,7 +272,11 @@ def rule_reward_matrix(problems, texts, rollout: RolloutConfig,
             raise ValueError("length_reward='cosine' needs the completions' lengths")
         accuracy = np.vectorize(lambda n, c: rewards.cosine_length_reward(
             int(n), bool(c), rollout.max_new_tokens))(lengths_PG, accuracy)
-    total = rollout.accuracy_weight * accuracy + rollout.format_weight * scores["format"]
+    fmt = scores["format"]
+    if rollout.partial_format:
+        fmt = np.array([[rewards.format_reward_partial(t) for t in row] for row in texts],
+                       np.float32)
+    total = rollout.accuracy_weight * accuracy + rollout.format_weight * fmt
     if rollout.language_weight:
         total = total + rollout.language_weight * scores["language"]
     if rollout.repetition_weight:

@@ -73,22 +73,9 @@ def _at_last(v_BT: Array, lengths_B: Array) -> Array:
 def final_logits(vparams: VParams, cfg: ModelConfig, tokens_BT: Array, lengths_B: Array
                  ) -> Array:
     """Value-head logit float32 [B] at each row's last real token (position lengths - 1).
-    This is the Bradley-Terry reward r; the ORM score is its sigmoid."""
+    This is the Bradley-Terry reward r; the ORM's probability of correctness is its
+    sigmoid."""
     return _at_last(values(vparams, cfg, tokens_BT), lengths_B)
-
-
-@functools.partial(jax.jit, static_argnames="cfg")
-def orm_scores(vparams: VParams, cfg: ModelConfig, tokens_BT: Array, lengths_B: Array
-               ) -> Array:
-    """ORM probability of correctness, float32 [B] in (0, 1)."""
-    return jax.nn.sigmoid(final_logits(vparams, cfg, tokens_BT, lengths_B))
-
-
-@functools.partial(jax.jit, static_argnames="cfg")
-def rm_rewards(vparams: VParams, cfg: ModelConfig, tokens_BT: Array, lengths_B: Array
-               ) -> Array:
-    """Bradley-Terry reward float32 [B] (unbounded logit at the last real token)."""
-    return final_logits(vparams, cfg, tokens_BT, lengths_B)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")

@@ -297,7 +297,7 @@ def test_mcts_concentrates_visits_on_the_best_branch(rule, c):
                              questions, KEY, num_simulations=60, expansions=3, c=c, rule=rule,
                              max_steps=2, answer_fn=answer_fn, return_trees=True)
     for r, root in zip(res, roots):
-        visits = search.visit_counts(root)
+        visits = [child.visits for child in root.children]
         assert root.visits == 60 and sum(visits) == 60
         assert visits[1] / sum(visits) >= 0.6, visits
         assert r.answer == "10" and math.isclose(r.score, 0.9)

@@ -281,3 +281,15 @@ def test_grpo_logs_the_learning_rate(tmp_path):
     writer.close()
     rows = read_metrics(str(tmp_path / "metrics.jsonl"), "grpo")
     assert [r["learning_rate"] for r in rows] == pytest.approx([0.0, 5e-3])
+
+
+def test_partial_format_credit_in_the_reward():
+    problems = tasks.generate("arithmetic", 0, 1, num_ops=1, digits=1)
+    texts = [["<think>no answer tag here</think>", "plain text"]]
+    strict = train.rule_reward_matrix(problems, texts, train.RolloutConfig())
+    partial = train.rule_reward_matrix(problems, texts,
+                                       train.RolloutConfig(partial_format=True))
+    want = [0.5 * rewards.format_reward_partial(t) for t in texts[0]]
+    np.testing.assert_allclose(partial["reward"][0], want)
+    assert want[0] > 0 and strict["reward"][0, 0] == 0.0
+    np.testing.assert_array_equal(partial["format"], strict["format"])  # the metric stays strict

@@ -12,6 +12,12 @@ from r1jax import stats, verifiers
 from r1jax.model import ModelConfig, hidden_states, init_params
 from r1jax.tokenizer import ByteTokenizer
 
+
+def _orm_scores(vparams, cfg, tokens, lengths):
+    """The ORM's probability of correctness: the sigmoid of the value-head logit."""
+    return jax.nn.sigmoid(verifiers.final_logits(vparams, cfg, tokens, lengths))
+
+
 TOK = ByteTokenizer()
 CFG = ModelConfig(vocab_size=259, d_model=48, n_layers=2, n_heads=4, n_kv_heads=4, head_dim=12,
                   d_ff=96, max_seq_len=64)
@@ -76,13 +82,13 @@ def test_scores_match_a_head_over_hidden_states_and_ignore_padding():
     np.testing.assert_allclose(prm, np.where(batch["step_mask"], sig, 0.0), rtol=1e-5,
                                atol=1e-6)
     last = batch["lengths"] - 1
-    orm = np.asarray(verifiers.orm_scores(vp, CFG, batch["tokens"], batch["lengths"]))
+    orm = np.asarray(_orm_scores(vp, CFG, batch["tokens"], batch["lengths"]))
     np.testing.assert_allclose(orm, sig[[0, 1], last], rtol=1e-5)
-    rm = np.asarray(verifiers.rm_rewards(vp, CFG, batch["tokens"], batch["lengths"]))
+    rm = np.asarray(verifiers.final_logits(vp, CFG, batch["tokens"], batch["lengths"]))
     np.testing.assert_allclose(rm, v[[0, 1], last], rtol=1e-4, atol=1e-5)
     # Causal: more padding after the real tokens changes nothing.
     longer = np.pad(batch["tokens"], ((0, 0), (0, 8)), constant_values=TOK.pad_id)
-    np.testing.assert_allclose(verifiers.orm_scores(vp, CFG, longer, batch["lengths"]), orm,
+    np.testing.assert_allclose(_orm_scores(vp, CFG, longer, batch["lengths"]), orm,
                                rtol=1e-5)
     assert len(set(np.round(sig[0], 5))) > 5   # a non-degenerate random head
 
@@ -249,7 +255,7 @@ def test_orm_learns_correctness():
     vp, _ = train("orm", orm_batches, 240)
     hb = verifiers.make_orm_batch(TOK, [e[0] for e in held], [e[1] for e in held],
                                   [float(e[3] < 0) for e in held], length=40)
-    orm = np.asarray(verifiers.orm_scores(vp, CFG, hb["tokens"], hb["lengths"]))
+    orm = np.asarray(_orm_scores(vp, CFG, hb["tokens"], hb["lengths"]))
     assert stats.roc_auc(orm, hb["labels"] > 0.5) >= 0.9
 
 
@@ -265,7 +271,7 @@ def test_bradley_terry_learns_the_preference():
 
     vp, _ = train("bt", [pairs(4 + i, 64) for i in range(16)], 240)
     hp = pairs(100, 300)
-    rc = np.asarray(verifiers.rm_rewards(vp, CFG, hp["chosen_tokens"], hp["chosen_lengths"]))
-    rr = np.asarray(verifiers.rm_rewards(vp, CFG, hp["rejected_tokens"],
+    rc = np.asarray(verifiers.final_logits(vp, CFG, hp["chosen_tokens"], hp["chosen_lengths"]))
+    rr = np.asarray(verifiers.final_logits(vp, CFG, hp["rejected_tokens"],
                                          hp["rejected_lengths"]))
     assert np.mean(rc > rr) >= 0.9, np.mean(rc > rr)
