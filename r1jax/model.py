@@ -36,6 +36,8 @@ Params = dict[str, Any]
 ShardFn = Optional[Callable[[Array, tuple], Array]]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+REMAT_POLICIES = ("none", "block", "dots")
+ATTENTION_IMPLS = ("auto", "xla", "dot_product", "chunked")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +60,38 @@ class ModelConfig:
       norm_eps: RMSNorm epsilon.
       max_seq_len: longest sequence the model is used with (cache allocation upper bound).
       param_dtype / compute_dtype: "float32" on CPU; "bfloat16" compute on accelerators.
-      remat: recompute each block in the backward pass instead of storing its activations
-        (attention scores included): memory O(L * B * T * D) instead of O(L * B * N * T^2).
+      remat: what the backward pass recomputes instead of storing (a policy name; True and
+        False are accepted as "block" and "none"):
+          "none"   store every activation (fastest when memory allows: tiny CPU runs);
+          "block"  store only each layer's input and recompute the layer in the backward:
+                   activations O(L * B * T * D) plus one layer's working set, whose MLP
+                   part is bounded by running passes over more than `mlp_chunk` tokens
+                   in sequence chunks (`chunked_mlp`);
+          "dots"   store the outputs of the weight matmuls (q/k/v/o projections, MLP), and
+                   recompute attention and the elementwise ops
+                   (`jax.checkpoint_policies.dots_with_no_batch_dims_saveable`).
+      attention: how attention is computed (all give the same values; see `attention`):
+          "xla"          einsum + float32 softmax; materialises [B, N, T, S] scores (and the
+                         backward keeps them): the reference the others are tested against.
+          "dot_product"  `jax.nn.dot_product_attention`: cuDNN flash attention on GPU for
+                         bf16/fp16 causal passes where cuDNN supports the shape ("chunked"
+                         when cuDNN declines), its XLA implementation elsewhere (decode
+                         steps included).
+          "chunked"      flash-style: online softmax over key blocks of `attention_block`
+                         positions, query blocks likewise, causally masked blocks skipped,
+                         and a custom backward that keeps only the output and the
+                         log-sum-exp [B, N, T]: no [B, N, T, S] array in forward or backward.
+          "auto"         (default) causal passes (training, log-probs, prefill): cuDNN
+                         "dot_product" on GPU in bf16/fp16, else "chunked" (as fast as "xla"
+                         forward at short lengths, and its backward stores no scores);
+                         decode steps "xla" (one query row: its scores are [B, N, 1, S]).
+      attention_block: query / key block length of "chunked" attention (blocks are evened
+        out so that padding stays below one block / number of blocks).
+      mlp_chunk: tokens (rows x positions) per MLP chunk under remat "block".
+      scan_unroll: layers per iteration of the full passes' layer scan; 0 (default): all of
+        them when n_layers <= 4 (tiny models: XLA:CPU then keeps each layer's activations in
+        buffers of their own instead of the scan's stacked ones, which halved the tiny
+        model's update time on CPU), else 1 (compile time independent of depth).
     """
 
     vocab_size: int
@@ -77,11 +109,25 @@ class ModelConfig:
     max_seq_len: int = 2048
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"
+    attention: str = "auto"
+    attention_block: int = 512
+    mlp_chunk: int = 16384
+    scan_unroll: int = 0
 
     def __post_init__(self):
+        if isinstance(self.remat, bool):  # the historical flag (configs, old checkpoints)
+            object.__setattr__(self, "remat", "block" if self.remat else "none")
+        for name, choices in (("remat", REMAT_POLICIES), ("attention", ATTENTION_IMPLS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"ModelConfig.{name} must be one of {choices}, got "
+                                 f"{getattr(self, name)!r}")
+        if (not isinstance(self.scan_unroll, int) or isinstance(self.scan_unroll, bool)
+                or self.scan_unroll < 0):
+            raise ValueError(f"ModelConfig.scan_unroll must be an int >= 0, got "
+                             f"{self.scan_unroll!r}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
-                     "head_dim", "d_ff", "max_seq_len"):
+                     "head_dim", "d_ff", "max_seq_len", "attention_block", "mlp_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
@@ -111,6 +157,13 @@ class ModelConfig:
     def pdtype(self):
         return _DTYPES[self.param_dtype]
 
+    @property
+    def layers_per_scan_step(self) -> int:
+        """`scan_unroll` resolved (see the attribute)."""
+        if self.scan_unroll:
+            return min(self.scan_unroll, self.n_layers)
+        return self.n_layers if self.n_layers <= 4 else 1
+
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
@@ -133,16 +186,16 @@ PRESETS = {
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14,
                                 n_kv_heads=2, head_dim=64, d_ff=4864, rope_theta=1e6,
                                 qkv_bias=True, tie_embeddings=True, max_seq_len=32768,
-                                param_dtype="bfloat16", compute_dtype="bfloat16", remat=True),
+                                param_dtype="bfloat16", compute_dtype="bfloat16", remat="block"),
     "qwen2.5-1.5b": ModelConfig(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12,
                                 n_kv_heads=2, head_dim=128, d_ff=8960, rope_theta=1e6,
                                 qkv_bias=True, tie_embeddings=True, max_seq_len=32768,
-                                param_dtype="bfloat16", compute_dtype="bfloat16", remat=True),
+                                param_dtype="bfloat16", compute_dtype="bfloat16", remat="block"),
     "llama3.2-1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
                                n_kv_heads=8, head_dim=64, d_ff=8192, rope_theta=500000.0,
                                rope_scaling=(32.0, 1.0, 4.0, 8192), norm_eps=1e-5,
                                tie_embeddings=True, max_seq_len=131072,
-                               param_dtype="bfloat16", compute_dtype="bfloat16", remat=True),
+                               param_dtype="bfloat16", compute_dtype="bfloat16", remat="block"),
 }
 
 
@@ -255,11 +308,20 @@ def apply_rope(x_BTnH: Array, positions_BT: Array, inv_freq: Array) -> Array:
     return out.astype(x_BTnH.dtype)
 
 
+def _dense(x_BTX: Array, w: Array, n_in: int = 1) -> Array:
+    """x [..., *in] @ w [*in, *out] -> [..., *out] as one 2-D matmul over the flattened rows
+    (XLA:CPU runs the backward of rank-3 einsums through slow transposing copies)."""
+    lead, k = x_BTX.shape[:-n_in], math.prod(x_BTX.shape[-n_in:])
+    out = w.shape[n_in:]
+    y = x_BTX.reshape(-1, k) @ w.reshape(k, -1)
+    return y.reshape(*lead, *out)
+
+
 def _qkv(layer: Params, x_BTD: Array, positions_BT: Array, cfg: ModelConfig, inv_freq: Array):
     dt = cfg.dtype
-    q = jnp.einsum("BTD,DNH->BTNH", x_BTD, layer["q"].astype(dt))
-    k = jnp.einsum("BTD,DKH->BTKH", x_BTD, layer["k"].astype(dt))
-    v = jnp.einsum("BTD,DKH->BTKH", x_BTD, layer["v"].astype(dt))
+    q = _dense(x_BTD, layer["q"].astype(dt))
+    k = _dense(x_BTD, layer["k"].astype(dt))
+    v = _dense(x_BTD, layer["v"].astype(dt))
     if cfg.qkv_bias:
         q = q + layer["q_bias"].astype(dt)[None, None]
         k = k + layer["k_bias"].astype(dt)[None, None]
@@ -267,36 +329,332 @@ def _qkv(layer: Params, x_BTD: Array, positions_BT: Array, cfg: ModelConfig, inv
     return apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq), v
 
 
-def attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array) -> Array:
-    """Grouped-query attention; softmax in float32. Returns [B, T, N, H] in q's dtype."""
+_MASKED = -1e30   # score of an invisible key (finite: a row with no visible key stays finite)
+
+
+def _visible(positions_BT: Array, start, length: int, S: int) -> Array:
+    """bool [B, T, length]: key start + s is visible to query (b, t) iff it is a real key
+    (< S) at or before the query's position."""
+    keys = start + jnp.arange(length, dtype=jnp.int32)
+    return (keys[None, None, :] <= positions_BT[:, :, None]) & (keys < S)[None, None, :]
+
+
+def xla_attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, positions_BT: Array) -> Array:
+    """Grouped-query attention as einsums with a float32 softmax over the whole [T, S] score
+    matrix. Key s is visible to query (b, t) iff s <= positions_BT[b, t]."""
     B, T, N, H = q_BTNH.shape
-    K = k_BSKH.shape[2]
+    S, K = k_BSKH.shape[1], k_BSKH.shape[2]
     q_BTKRH = q_BTNH.reshape(B, T, K, N // K, H)
     scores = jnp.einsum("BTKRH,BSKH->BKRTS", q_BTKRH, k_BSKH).astype(jnp.float32) / math.sqrt(H)
-    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, -1e30)
+    mask_BTS = _visible(positions_BT, 0, S, S)
+    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKH.dtype)
     out = jnp.einsum("BKRTS,BSKH->BTKRH", probs, v_BSKH)
     return out.reshape(B, T, N, H)
 
 
+
+def _blocks(n: int, block: int) -> tuple[int, int]:
+    """(number of blocks, block length) covering n positions with blocks <= block, evened out
+    so that the padding is less than the number of blocks."""
+    count = -(-n // block)
+    return count, -(-n // count)
+
+
+def _pad_axis1(x: Array, total: int, value=0) -> Array:
+    pad = total - x.shape[1]
+    if not pad:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (0, pad)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def chunked_attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, positions_BT: Array,
+                      block: int = 512) -> Array:
+    """`xla_attention` computed flash-style: query blocks in sequence, each running an online
+    softmax over the key blocks that hold a visible key (blocks wholly after the block's last
+    query position are skipped), `block` positions each (evened out, see `_blocks`).
+
+    The backward pass (custom VJP) recomputes the scores block by block from q, k, v, the
+    output and the per-query log-sum-exp, so neither pass stores a [B, N, T, S] array: the
+    largest temporaries are float32 [B, N, block, block] score blocks. (In the code Q and C
+    are the query and key block lengths.)
+    """
+    return _chunked_fwd(q_BTNH, k_BSKH, v_BSKH, positions_BT, block)[0]
+
+
+def _chunked_layout(q_BTNH, k_BSKH, v_BSKH, positions_BT, block):
+    """Padded, blocked operands: q [nq, B, Cq, K, R, H], positions [nq, B or 1, Cq], k and v
+    [B, nk * Ck, K, H], and the block sizes."""
+    B, T, N, H = q_BTNH.shape
+    S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+    nq, Cq = _blocks(T, block)
+    nk, Ck = _blocks(S, block)
+    q = _pad_axis1(q_BTNH, nq * Cq).reshape(B, nq, Cq, K, N // K, H).swapaxes(0, 1)
+    rows = positions_BT.shape[0]   # B, or 1 when every row has the same positions
+    pos = _pad_axis1(positions_BT.astype(jnp.int32), nq * Cq).reshape(rows, nq, Cq)
+    pos = pos.swapaxes(0, 1)
+    k = _pad_axis1(k_BSKH, nk * Ck)
+    v = _pad_axis1(v_BSKH, nk * Ck)
+    return q, pos, k, v, (nq, Cq, nk, Ck, S)
+
+
+def _key_blocks_needed(pos_BQ: Array, Ck: int, nk: int) -> Array:
+    """Key blocks 0..n-1 hold every key visible to these queries (positions are >= 0)."""
+    return jnp.clip(jnp.max(pos_BQ) // Ck + 1, 1, nk)
+
+
+def _over_key_blocks(body, pos_BQ: Array, Ck: int, nk: int, init):
+    """body(j, carry) over the key blocks the queries need; a plain call for one block."""
+    if nk == 1:
+        return body(0, init)
+    return jax.lax.fori_loop(0, _key_blocks_needed(pos_BQ, Ck, nk), body, init)
+
+
+def _block_scores(q_BQKRH, k_blk, pos_BQ, j, Ck, S, scale):
+    """float32 scores [B, K, R, Q, C] of one (query block, key block j), masked."""
+    s = jnp.einsum("BQKRH,BCKH->BKRQC", q_BQKRH, k_blk,
+                   preferred_element_type=jnp.float32) * scale
+    vis = _visible(pos_BQ, j * Ck, Ck, S)[:, None, None]
+    return s, vis
+
+
+def _chunked_fwd(q_BTNH, k_BSKH, v_BSKH, positions_BT, block):
+    B, T, N, H = q_BTNH.shape
+    q, pos, k, v, (nq, Cq, nk, Ck, S) = _chunked_layout(q_BTNH, k_BSKH, v_BSKH, positions_BT,
+                                                         block)
+    K, R = q.shape[3], q.shape[4]
+    scale = 1.0 / math.sqrt(H)
+
+    def query_block(args):
+        q_BQKRH, pos_BQ = args
+
+        def key_block(j, carry):
+            m, l, acc = carry
+            k_blk = jax.lax.dynamic_slice_in_dim(k, j * Ck, Ck, axis=1)
+            v_blk = jax.lax.dynamic_slice_in_dim(v, j * Ck, Ck, axis=1)
+            s, vis = _block_scores(q_BQKRH, k_blk, pos_BQ, j, Ck, S, scale)
+            s = jnp.where(vis, s, _MASKED)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            p = jnp.exp(s - m_new[..., None])
+            corr = jnp.exp(m - m_new)
+            l = l * corr + jnp.sum(p, axis=-1)
+            pv = jnp.einsum("BKRQC,BCKH->BKRQH", p.astype(v.dtype), v_blk,
+                            preferred_element_type=jnp.float32)
+            return m_new, l, acc * corr[..., None] + pv
+
+        init = (jnp.full((B, K, R, Cq), _MASKED, jnp.float32),
+                jnp.zeros((B, K, R, Cq), jnp.float32),
+                jnp.zeros((B, K, R, Cq, H), jnp.float32))
+        m, l, acc = _over_key_blocks(key_block, pos_BQ, Ck, nk, init)
+        return acc / l[..., None], m + jnp.log(l)
+
+    if nq == 1:
+        out, lse = jax.tree.map(lambda x: x[None], query_block((q[0], pos[0])))
+    else:
+        out, lse = jax.lax.map(query_block, (q, pos))     # [nq, B, K, R, Cq, (H)]
+    out_BTNH = out.transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * Cq, N, H)[:, :T]
+    out_BTNH = out_BTNH.astype(q_BTNH.dtype)
+    return out_BTNH, (q_BTNH, k_BSKH, v_BSKH, positions_BT, out_BTNH, lse)
+
+
+def _chunked_bwd(block, res, dout_BTNH):
+    q_BTNH, k_BSKH, v_BSKH, positions_BT, out_BTNH, lse = res
+    B, T, N, H = q_BTNH.shape
+    q, pos, k, v, (nq, Cq, nk, Ck, S) = _chunked_layout(q_BTNH, k_BSKH, v_BSKH, positions_BT,
+                                                         block)
+    K, R = q.shape[3], q.shape[4]
+    scale = 1.0 / math.sqrt(H)
+    # D = rowsum(dO * O) per query and head, [nq, B, K, R, Cq] like lse.
+    delta = jnp.sum(dout_BTNH.astype(jnp.float32) * out_BTNH.astype(jnp.float32), axis=-1)
+    delta = _pad_axis1(delta, nq * Cq).reshape(B, nq, Cq, K, R).transpose(1, 0, 3, 4, 2)
+    do = _pad_axis1(dout_BTNH, nq * Cq).reshape(B, nq, Cq, K, R, H).swapaxes(0, 1)
+
+    def query_block(carry, xs):
+        dk, dv = carry
+        q_BQKRH, pos_BQ, do_BQKRH, lse_BKRQ, delta_BKRQ = xs
+
+        def key_block(j, inner):
+            dq, dk, dv = inner
+            k_blk = jax.lax.dynamic_slice_in_dim(k, j * Ck, Ck, axis=1)
+            v_blk = jax.lax.dynamic_slice_in_dim(v, j * Ck, Ck, axis=1)
+            s, vis = _block_scores(q_BQKRH, k_blk, pos_BQ, j, Ck, S, scale)
+            p = jnp.where(vis, jnp.exp(s - lse_BKRQ[..., None]), 0.0)
+            dp = jnp.einsum("BQKRH,BCKH->BKRQC", do_BQKRH, v_blk,
+                            preferred_element_type=jnp.float32)
+            ds = (p * (dp - delta_BKRQ[..., None]) * scale).astype(q.dtype)
+            dq = dq + jnp.einsum("BKRQC,BCKH->BQKRH", ds, k_blk,
+                                 preferred_element_type=jnp.float32)
+            dk_blk = jnp.einsum("BKRQC,BQKRH->BCKH", ds, q_BQKRH,
+                                preferred_element_type=jnp.float32)
+            dv_blk = jnp.einsum("BKRQC,BQKRH->BCKH", p.astype(do.dtype), do_BQKRH,
+                                preferred_element_type=jnp.float32)
+            dk = jax.lax.dynamic_update_slice_in_dim(
+                dk, jax.lax.dynamic_slice_in_dim(dk, j * Ck, Ck, axis=1) + dk_blk, j * Ck, 1)
+            dv = jax.lax.dynamic_update_slice_in_dim(
+                dv, jax.lax.dynamic_slice_in_dim(dv, j * Ck, Ck, axis=1) + dv_blk, j * Ck, 1)
+            return dq, dk, dv
+
+        dq = jnp.zeros(q_BQKRH.shape, jnp.float32)
+        dq, dk, dv = _over_key_blocks(key_block, pos_BQ, Ck, nk, (dq, dk, dv))
+        return (dk, dv), dq
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    xs = (q, pos, do, lse, delta)
+    if nq == 1:
+        (dk, dv), dq = query_block((zeros, zeros), jax.tree.map(lambda x: x[0], xs))
+        dq = dq[None]
+    else:
+        (dk, dv), dq = jax.lax.scan(query_block, (zeros, zeros), xs)
+    dq_BTNH = dq.swapaxes(0, 1).reshape(B, nq * Cq, N, H)[:, :T].astype(q_BTNH.dtype)
+    return (dq_BTNH, dk[:, :S].astype(k_BSKH.dtype), dv[:, :S].astype(v_BSKH.dtype), None)
+
+
+chunked_attention.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+def _cudnn_ok(cfg: ModelConfig, dtype) -> bool:
+    """Whether a causal pass may go to cuDNN flash attention (GPU, half precision, head_dim
+    a multiple of 8 up to 128; cuDNN itself may still decline, see `dot_product_attention`)."""
+    return (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128)
+
+
+def dot_product_attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, positions_BT: Array,
+                          causal: bool, cfg: ModelConfig) -> Array:
+    """`jax.nn.dot_product_attention`: cuDNN flash attention for a causal pass (positions
+    0..T-1, S == T) where `_cudnn_ok`, else its XLA implementation (which materialises the
+    scores like `xla_attention`). Falls back to "chunked" when cuDNN declines the call."""
+    if causal and _cudnn_ok(cfg, q_BTNH.dtype):
+        try:
+            return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=True,
+                                                implementation="cudnn")
+        except (NotImplementedError, RuntimeError, ValueError, TypeError):
+            return chunked_attention(q_BTNH, k_BSKH, v_BSKH, positions_BT, cfg.attention_block)
+    if causal:
+        return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=True,
+                                            implementation="xla")
+    mask = _visible(positions_BT, 0, k_BSKH.shape[1], k_BSKH.shape[1])[:, None]
+    return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask, implementation="xla")
+
+
+def attention_impl(cfg: ModelConfig, causal: bool, dtype) -> str:
+    """The implementation cfg.attention resolves to ("auto": see `ModelConfig`)."""
+    if cfg.attention != "auto":
+        return cfg.attention
+    if not causal:
+        return "xla"
+    return "dot_product" if _cudnn_ok(cfg, dtype) else "chunked"
+
+
+def attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, positions_BT: Array,
+              cfg: ModelConfig, causal: bool = False) -> Array:
+    """Grouped-query attention, softmax in float32; returns [B, T, N, H] in q's dtype.
+
+    Key s is visible to query (b, t) iff s <= positions_BT[b, t] (causal full passes:
+    positions 0..T-1 and causal=True, S = T; decode: each row's position in the cache).
+    positions_BT may be [1, T] when all rows share their positions.
+    cfg.attention picks the implementation (`attention_impl`).
+    """
+    impl = attention_impl(cfg, causal, q_BTNH.dtype)
+    if impl == "xla":
+        return xla_attention(q_BTNH, k_BSKH, v_BSKH, positions_BT)
+    if impl == "chunked":
+        return chunked_attention(q_BTNH, k_BSKH, v_BSKH, positions_BT, cfg.attention_block)
+    return dot_product_attention(q_BTNH, k_BSKH, v_BSKH, positions_BT, causal, cfg)
+
+
+def _swiglu(x_BTD: Array, gate_DF: Array, up_DF: Array, down_FD: Array, shard) -> Array:
+    h = shard(jax.nn.silu(_dense(x_BTD, gate_DF)) * _dense(x_BTD, up_DF),
+              ("batch", "length", "mlp"))
+    return _dense(h, down_FD)
+
+
+def _to_chunks(x_BTX: Array, n: int, c: int) -> Array:
+    """[B, T, ...] -> [n, B, c, ...]: n sequence chunks of c positions (T padded)."""
+    x = _pad_axis1(x_BTX, n * c)
+    return x.reshape(x.shape[0], n, c, *x.shape[2:]).swapaxes(0, 1)
+
+
+def _from_chunks(x_nBcX: Array, T: int) -> Array:
+    n, B, c = x_nBcX.shape[:3]
+    return x_nBcX.swapaxes(0, 1).reshape(B, n * c, *x_nBcX.shape[3:])[:, :T]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def chunked_mlp(x_BTD: Array, gate_DF: Array, up_DF: Array, down_FD: Array, chunks: int,
+                shard=_identity_shard) -> Array:
+    """The SwiGLU MLP over `chunks` sequence chunks in turn (a lax.map), with a custom
+    backward that recomputes each chunk's [B, T / chunks, F] intermediates from the input
+    (which is all it keeps): the MLP's working set is that of one chunk in both passes."""
+    return _chunked_mlp_fwd(x_BTD, gate_DF, up_DF, down_FD, chunks, shard)[0]
+
+
+def _chunked_mlp_fwd(x_BTD, gate_DF, up_DF, down_FD, chunks, shard):
+    T = x_BTD.shape[1]
+    n, c = _blocks(T, -(-T // chunks))
+    y = jax.lax.map(lambda x: _swiglu(x, gate_DF, up_DF, down_FD, shard),
+                    _to_chunks(x_BTD, n, c))
+    return _from_chunks(y, T), (x_BTD, gate_DF, up_DF, down_FD)
+
+
+def _chunked_mlp_bwd(chunks, shard, res, dy_BTD):
+    x_BTD, gate_DF, up_DF, down_FD = res
+    T = x_BTD.shape[1]
+    n, c = _blocks(T, -(-T // chunks))
+
+    def wgrad(a, b):   # a^T b over all rows and positions, float32
+        return jnp.einsum("ix,iy->xy", a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]),
+                          preferred_element_type=jnp.float32)
+
+    def chunk(acc, xs):
+        x, dy = xs
+        g = _dense(x, gate_DF)
+        u = _dense(x, up_DF)
+        sig = jax.nn.sigmoid(g)
+        act = g * sig
+        h = shard(act * u, ("batch", "length", "mlp"))
+        dh = shard(_dense(dy, down_FD.T), ("batch", "length", "mlp"))
+        du = dh * act
+        dg = dh * u * (sig * (1 + g * (1 - sig)))
+        dx = _dense(dg, gate_DF.T) + _dense(du, up_DF.T)
+        acc = (acc[0] + wgrad(x, dg), acc[1] + wgrad(x, du), acc[2] + wgrad(h, dy))
+        return acc, dx
+
+    zeros = tuple(jnp.zeros(w.shape, jnp.float32) for w in (gate_DF, up_DF, down_FD))
+    (dg, du, dd), dx = jax.lax.scan(chunk, zeros, (_to_chunks(x_BTD, n, c),
+                                                   _to_chunks(dy_BTD, n, c)))
+    return (_from_chunks(dx, T).astype(x_BTD.dtype), dg.astype(gate_DF.dtype),
+            du.astype(up_DF.dtype), dd.astype(down_FD.dtype))
+
+
+chunked_mlp.defvjp(_chunked_mlp_fwd, _chunked_mlp_bwd)
+
+
 def _mlp(layer: Params, x_BTD: Array, cfg: ModelConfig, shard) -> Array:
+    """SwiGLU. Under remat "block" (the block is recomputed in the backward anyway) a pass
+    over more than cfg.mlp_chunk tokens runs as `chunked_mlp`."""
     dt = cfg.dtype
-    gate = jnp.einsum("BTD,DF->BTF", x_BTD, layer["gate"].astype(dt))
-    up = jnp.einsum("BTD,DF->BTF", x_BTD, layer["up"].astype(dt))
-    h = shard(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    return jnp.einsum("BTF,FD->BTD", h, layer["down"].astype(dt))
+    weights = (layer["gate"].astype(dt), layer["up"].astype(dt), layer["down"].astype(dt))
+    B, T = x_BTD.shape[:2]
+    chunks = min(T, -(-B * T // cfg.mlp_chunk))
+    if cfg.remat == "block" and chunks > 1:
+        return chunked_mlp(x_BTD, *weights, chunks, shard)
+    return _swiglu(x_BTD, *weights, shard)
 
 
-def _block(layer: Params, x_BTD: Array, positions_BT: Array, mask_BTS: Array, cfg, inv_freq,
-           shard, kv_BSKH=None):
-    """One transformer block. With kv_BSKH=None attends to its own keys (full pass);
-    otherwise attends to the given cache (which already contains this step's k/v)."""
+def _block(layer: Params, x_BTD: Array, positions_BT: Array, cfg, inv_freq, shard,
+           kv_BSKH=None):
+    """One transformer block. With kv_BSKH=None a causal pass over its own keys (positions
+    0..T-1); otherwise attends to the given cache (which already contains this step's k/v)."""
     h = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
     q, k, v = _qkv(layer, h, positions_BT, cfg, inv_freq)
     q = shard(q, ("batch", "length", "q_heads", "head_dim"))
     keys, values = (k, v) if kv_BSKH is None else kv_BSKH
-    attn = attention(q, keys, values, mask_BTS)
-    x_BTD = x_BTD + jnp.einsum("BTNH,NHD->BTD", attn, layer["o"].astype(cfg.dtype))
+    attn = attention(q, keys, values, positions_BT, cfg, causal=kv_BSKH is None)
+    x_BTD = x_BTD + _dense(attn, layer["o"].astype(cfg.dtype), n_in=2)
     x_BTD = shard(x_BTD, ("batch", "length", "embed"))
     h = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
     x_BTD = shard(x_BTD + _mlp(layer, h, cfg, shard), ("batch", "length", "embed"))
@@ -316,18 +674,20 @@ def _trunk(params: Params, tokens_BT: Array, cfg: ModelConfig, shard) -> tuple[A
     """Embeddings + all blocks over a causal full sequence; returns (x_BTD, (k, v) per layer)."""
     _check_tokens(tokens_BT, cfg)
     shard = shard or _identity_shard
-    B, T = tokens_BT.shape
-    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-    mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
+    T = tokens_BT.shape[1]
+    positions = jnp.arange(T, dtype=jnp.int32)[None]   # [1, T]: the same for every row
     inv_freq = rope_frequencies(cfg)
     x = shard(params["embed"].astype(cfg.dtype)[tokens_BT], ("batch", "length", "embed"))
 
     def body(x, layer):
-        return _block(layer, x, positions, mask, cfg, inv_freq, shard)
+        return _block(layer, x, positions, cfg, inv_freq, shard)
 
-    if cfg.remat:
+    if cfg.remat == "block":
         body = jax.checkpoint(body, prevent_cse=False)
-    return jax.lax.scan(body, x, params["layers"])
+    elif cfg.remat == "dots":
+        body = jax.checkpoint(body, prevent_cse=False,
+                              policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    return jax.lax.scan(body, x, params["layers"], unroll=cfg.layers_per_scan_step)
 
 
 def hidden_states(params: Params, tokens_BT: Array, cfg: ModelConfig, shard: ShardFn = None
@@ -413,10 +773,8 @@ def decode_step(params: Params, cache: dict, tokens_B: Array, positions_B: Array
     """
     shard = shard or _identity_shard
     B = tokens_B.shape[0]
-    S = cache["k"].shape[2]
     inv_freq = rope_frequencies(cfg)
     pos_B1 = positions_B.astype(jnp.int32)[:, None]
-    mask_B1S = (jnp.arange(S, dtype=jnp.int32)[None, :] <= pos_B1)[:, None, :]
     x = params["embed"].astype(cfg.dtype)[tokens_B][:, None, :]
     rows = jnp.arange(B)
 
@@ -426,8 +784,8 @@ def decode_step(params: Params, cache: dict, tokens_B: Array, positions_B: Array
         q, k, v = _qkv(layer, h, pos_B1, cfg, inv_freq)
         k_all = k_all.at[i, rows, positions_B].set(k[:, 0].astype(k_all.dtype))
         v_all = v_all.at[i, rows, positions_B].set(v[:, 0].astype(v_all.dtype))
-        attn = attention(q, k_all[i].astype(q.dtype), v_all[i].astype(q.dtype), mask_B1S)
-        x = x + jnp.einsum("BTNH,NHD->BTD", attn, layer["o"].astype(cfg.dtype))
+        attn = attention(q, k_all[i].astype(q.dtype), v_all[i].astype(q.dtype), pos_B1, cfg)
+        x = x + _dense(attn, layer["o"].astype(cfg.dtype), n_in=2)
         h = rms_norm(x, layer["mlp_norm"], cfg.norm_eps)
         x = shard(x + _mlp(layer, h, cfg, shard), ("batch", "length", "embed"))
         return (x, k_all, v_all, i + 1), None

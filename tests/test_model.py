@@ -1,4 +1,7 @@
-"""Model invariants: causality, cache == full pass, real-size shapes, no retracing."""
+"""Model invariants: causality, cache == full pass, real-size shapes, no retracing; every
+attention implementation and remat policy gives the reference's logits and gradients."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +44,9 @@ def test_causality_through_gradients():
     np.testing.assert_array_equal(grad[4:], 0.0)
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(qkv_bias=True, tie_embeddings=False)])
+@pytest.mark.parametrize("variant", [dict(), dict(qkv_bias=True, tie_embeddings=False),
+                                     dict(attention="xla"), dict(attention="dot_product"),
+                                     dict(attention="chunked", attention_block=4)])
 def test_cached_prefill_and_decode_equal_full_forward(variant):
     cfg = SMALL.replace(**variant)
     params = model.init_params(cfg, jax.random.key(2))
@@ -51,12 +56,13 @@ def test_cached_prefill_and_decode_equal_full_forward(variant):
     lengths = jnp.array([5, 8, 2])
     padded = jnp.where(jnp.arange(T)[None] < lengths[:, None], tokens, 0)
     cache = model.init_cache(cfg, B, 16)
-    logits, cache = model.prefill(params, cache, padded, lengths, cfg)
+    logits, cache = jax.jit(model.prefill, static_argnums=4)(params, cache, padded, lengths, cfg)
     rows = jnp.arange(B)
     np.testing.assert_allclose(logits, full[rows, lengths - 1], atol=1e-5)
     positions = lengths
+    decode_step = jax.jit(model.decode_step, static_argnums=4)
     for _ in range(4):
-        logits, cache = model.decode_step(params, cache, tokens[rows, positions], positions, cfg)
+        logits, cache = decode_step(params, cache, tokens[rows, positions], positions, cfg)
         np.testing.assert_allclose(logits, full[rows, positions], atol=1e-5)
         positions = positions + 1
 
@@ -118,7 +124,9 @@ def test_bf16_compute_runs_and_is_close():
 
 @pytest.mark.parametrize("field,value", [("d_model", 0), ("n_heads", 3), ("head_dim", 7),
                                          ("compute_dtype", "fp8"), ("rope_scaling", (1.0,)),
-                                         ("vocab_size", 2.5)])
+                                         ("vocab_size", 2.5), ("remat", "full"),
+                                         ("attention", "flash"), ("attention_block", 0),
+                                         ("mlp_chunk", -1), ("scan_unroll", -1)])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SMALL.replace(**{field: value})
@@ -132,3 +140,84 @@ def test_unknown_preset_and_bad_tokens():
         model.forward(params, jnp.zeros((2, 3, 4), jnp.int32), SMALL)
     with pytest.raises(ValueError, match="max_seq_len"):
         model.init_cache(SMALL, 1, 1000)
+
+
+def test_remat_flag_is_a_policy_name():
+    assert SMALL.replace(remat=True).remat == "block"
+    assert SMALL.replace(remat=False) == SMALL and SMALL.remat == "none"
+
+
+VARIANT_CFG = SMALL.replace(qkv_bias=True)
+
+
+@functools.cache
+def _logits_and_grads(cfg):
+    """(logits, grads of a scalar of them) of VARIANT_CFG's weights on fixed tokens."""
+    params = model.init_params(VARIANT_CFG, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 11), 0, cfg.vocab_size)
+
+    def loss(p):
+        logits = model.forward(p, tokens, cfg)
+        return jnp.std(logits) + jnp.mean(logits[:, -3:] ** 2), logits
+
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return logits, grads
+
+
+@pytest.mark.parametrize("variant", [
+    dict(attention="chunked", attention_block=4),       # 11 positions: 3 query x 3 key blocks
+    dict(attention="chunked", remat="block", attention_block=5, mlp_chunk=8),  # chunked MLP
+    dict(attention="chunked", remat="dots"),
+    dict(attention="dot_product", remat="block"),
+    dict(attention="auto", remat="block", mlp_chunk=64),
+    dict(attention="xla", scan_unroll=1)])                # a loop over the layers
+def test_attention_and_remat_variants_equal_xla(variant):
+    """Logits and gradients of every attention implementation / remat policy equal the
+    materialised-scores reference in float32."""
+    ref_logits, ref_grads = _logits_and_grads(VARIANT_CFG.replace(attention="xla"))
+    logits, grads = _logits_and_grads(VARIANT_CFG.replace(**variant))
+    np.testing.assert_allclose(logits, ref_logits, atol=2e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_chunked_attention_with_ragged_positions():
+    """Per-row query positions (decode-like, several queries per row, keys past a row's
+    position masked), uneven blocks: output and VJP equal the einsum reference."""
+    B, T, S, N, K, H = 3, 5, 13, 4, 2, 8
+    ks = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(ks[0], (B, T, N, H))
+    k = jax.random.normal(ks[1], (B, S, K, H))
+    v = jax.random.normal(ks[2], (B, S, K, H))
+    pos = jnp.array([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11], [2, 2, 12, 5, 0]], jnp.int32)
+    dout = jax.random.normal(ks[3], (B, T, N, H))
+
+    def out_and_vjp(fn):
+        out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, pos), q, k, v)
+        return out, vjp(dout)
+
+    ref, ref_grads = jax.jit(lambda: out_and_vjp(model.xla_attention))()
+    for block in (3, 4, 64):
+        out, grads = jax.jit(lambda: out_and_vjp(
+            lambda *a: model.chunked_attention(*a, block)))()
+        np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+        for a, b in zip(grads, ref_grads):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_attention_backward_keeps_no_score_matrix():
+    """XLA's own buffer accounting: the training pass of "xla" attention holds [B, N, T, T]
+    float32 scores; "chunked" needs less than one such matrix in all."""
+    B, T, N, K, H = 2, 512, 4, 2, 16
+    shapes = [jax.ShapeDtypeStruct((B, T, N, H), jnp.float32),
+              jax.ShapeDtypeStruct((B, T, K, H), jnp.float32),
+              jax.ShapeDtypeStruct((B, T, K, H), jnp.float32)]
+    pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+    scores = B * N * T * T * 4
+
+    def temp_bytes(fn):
+        grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v, pos) ** 2), (0, 1, 2)))
+        return grad.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(model.xla_attention) >= scores
+    assert temp_bytes(lambda *a: model.chunked_attention(*a, 64)) < scores / 2
