@@ -3,7 +3,8 @@
 At real vocabulary sizes a float32 [B, T, V] logits array does not fit (256 x 768 x 151,936
 x 4 B = 119 GB), so the trunk runs once to give hidden states [B, T, D] and the head is
 applied to `chunk` positions at a time inside a `lax.scan`: only a [B, chunk, V] logits
-block exists at any moment. The chunk body is rematerialised (`jax.checkpoint`), so the
+block exists at any moment (fewer positions when B * chunk * V would exceed
+MAX_BLOCK_LOGITS). The chunk body is rematerialised (`jax.checkpoint`), so the
 backward pass recomputes each block instead of storing all of them.
 
 Alignment: position t of the result scores token t + 1 given tokens 0..t, so a [B, T]
@@ -19,6 +20,10 @@ import jax.numpy as jnp
 from r1jax.model import ModelConfig, Params, ShardFn, hidden_states, logits_from_hidden
 
 Array = jax.Array
+
+# The largest logits block, in elements (512 MiB of float32): with many rows and a large
+# vocabulary the blocks get fewer positions than `chunk`.
+MAX_BLOCK_LOGITS = 2**27
 
 
 def _chunk_stats(params: Params, cfg: ModelConfig, h_BCD: Array, targets_BC: Array, shard,
@@ -46,8 +51,10 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: Array, *, chunk:
       params, cfg: the model (`r1jax.model`).
       tokens_BT: int [B, T], causal positions 0..T-1 (right padding is harmless: outputs at
         padded targets are simply to be masked by the caller).
-      chunk: sequence positions per LM-head block; the largest logits array is
-        float32 [B, min(chunk, T-1), V]. Need not divide T - 1 (the tail is padded).
+      chunk: at most this many sequence positions per LM-head block, and at most
+        MAX_BLOCK_LOGITS / (B * V); the largest logits array is float32 [B, <= chunk, V].
+        Need not divide T - 1: the T - 1 positions are split into equal blocks (the last
+        one padded by fewer positions than there are blocks).
       shard: optional activation-sharding callback (see `r1jax.model`).
       with_entropy: also return the entropy (nats) of each predictive distribution at
         temperature 1, float32 [B, T-1].
@@ -61,8 +68,8 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: Array, *, chunk:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     B, T = tokens_BT.shape
     T1 = T - 1
-    C = min(chunk, T1)
-    n = math.ceil(T1 / C)
+    n = math.ceil(T1 / max(1, min(chunk, MAX_BLOCK_LOGITS // (B * cfg.vocab_size))))
+    C = math.ceil(T1 / n)
     pad = n * C - T1
     h_BTD = hidden_states(params, tokens_BT, cfg, shard)[:, :T1]
     targets_BT = tokens_BT[:, 1:].astype(jnp.int32)
