@@ -68,6 +68,9 @@ class GRPOConfig:
     max_len: Optional[int] = None       # normaliser of seq_mean_token_sum_norm; None: T - 1
     grad_accum: int = 1                 # micro-batches per update (B must divide)
     logprob_chunk: int = 128            # sequence positions per LM-head block
+    logprob_micro_batch: int = 0        # rows per pass of ref_logprobs_fn /
+                                        # compute_old_logprobs; 0: as many as hold
+                                        # LOGPROB_TOKENS tokens
 
     def __post_init__(self):
         def positive_int(name):
@@ -96,6 +99,9 @@ class GRPOConfig:
         if not isinstance(self.overlong_cache_len, int) or self.overlong_cache_len < 0:
             raise ValueError("GRPOConfig.overlong_cache_len must be an int >= 0, got "
                              f"{self.overlong_cache_len!r}")
+        mb = self.logprob_micro_batch
+        if not isinstance(mb, int) or isinstance(mb, bool) or mb < 0:
+            raise ValueError(f"GRPOConfig.logprob_micro_batch must be an int >= 0, got {mb!r}")
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -240,21 +246,51 @@ def grpo_loss(logprobs: Array, old_logprobs: Array, ref_logprobs: Optional[Array
 
 # ----------------------------------------------------------------------------- jitted helpers
 
+# Default rows per log-prob pass: as many as hold this many tokens (at least one row).
+LOGPROB_TOKENS = 32768
+
+
+def logprob_passes(B: int, T: int, micro_batch: Optional[int] = None) -> tuple[int, int]:
+    """(passes, rows per pass) of `ref_logprobs_fn` over [B, T]: rows <= micro_batch (None
+    or 0: LOGPROB_TOKENS // T), evened out over the passes (B is padded by fewer rows than
+    there are passes)."""
+    limit = micro_batch or max(1, LOGPROB_TOKENS // T)
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
+    n = -(-B // limit)
+    return n, -(-B // n)
+
+
 def _masked_logprobs(params: Params, cfg: ModelConfig, tokens_BT: Array,
                      completion_mask_BT1: Optional[Array] = None, *, chunk: int = 128,
-                     shard: ShardFn = None) -> Array:
-    lp = token_logprobs(params, cfg, tokens_BT, chunk=chunk, shard=shard)
+                     shard: ShardFn = None, micro_batch: Optional[int] = None) -> Array:
+    B, T = tokens_BT.shape
+    n, rows = logprob_passes(B, T, micro_batch)
+    if n == 1:
+        lp = token_logprobs(params, cfg, tokens_BT, chunk=chunk, shard=shard)
+    else:
+        # Pass i takes rows i, i + n, i + 2n, ...: with the batch sharded over devices every
+        # pass stays spread over all of them.
+        tokens = jnp.pad(tokens_BT, ((0, n * rows - B), (0, 0)))
+        tokens_nRT = tokens.reshape(rows, n, T).swapaxes(0, 1)
+        lp_nRT1 = jax.lax.map(
+            lambda t: token_logprobs(params, cfg, t, chunk=chunk, shard=shard), tokens_nRT)
+        lp = lp_nRT1.swapaxes(0, 1).reshape(n * rows, T - 1)[:B]
     if completion_mask_BT1 is None:
         return lp
     return jnp.where(completion_mask_BT1 > 0, lp, 0.0)
 
 
-# (params, cfg, tokens_BT, completion_mask_BT1=None, *, chunk=128, shard=None) -> [B, T-1]:
-# temperature-1 log-probs of tokens[:, 1:], zero off the mask. Jitted; cfg, chunk and shard
-# are static. `ref_logprobs_fn` scores rollouts under the reference policy outside the step;
+# (params, cfg, tokens_BT, completion_mask_BT1=None, *, chunk=128, shard=None,
+#  micro_batch=None) -> [B, T-1]: temperature-1 log-probs of tokens[:, 1:], zero off the mask,
+# computed in `logprob_passes(B, T, micro_batch)` sequential passes of at most micro_batch
+# rows (a lax.map over row blocks, so one pass's activations live at a time; None: as many
+# rows as hold LOGPROB_TOKENS tokens). Jitted; cfg, chunk, shard and micro_batch are static.
+# `ref_logprobs_fn` scores rollouts under the reference policy outside the step;
 # `compute_old_logprobs` recomputes the old policy's log-probs with the sampling parameters
 # when the sampler used temperature != 1 or top-k / top-p (see the module docstring).
-ref_logprobs_fn = jax.jit(_masked_logprobs, static_argnames=("cfg", "chunk", "shard"))
+ref_logprobs_fn = jax.jit(_masked_logprobs,
+                          static_argnames=("cfg", "chunk", "shard", "micro_batch"))
 compute_old_logprobs = ref_logprobs_fn
 
 

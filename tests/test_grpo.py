@@ -343,3 +343,28 @@ def test_grpo_learns_to_emit_token_3():
     assert float(jnp.max(p_start)) < 0.3, p_start
     assert float(jnp.min(p_end)) > 0.8, (p_start, p_end)
     assert step._cache_size() == 1
+
+
+def test_logprob_passes_even_out_rows():
+    assert grpo.logprob_passes(256, 768) == (7, 37)        # 32768 // 768 = 42 rows at most
+    assert grpo.logprob_passes(64, 4096) == (8, 8)
+    assert grpo.logprob_passes(16, 3) == (1, 16)
+    assert grpo.logprob_passes(16, 3, 5) == (4, 4)
+    with pytest.raises(ValueError, match="micro_batch"):
+        grpo.logprob_passes(16, 3, -2)
+    with pytest.raises(ValueError, match="GRPOConfig.logprob_micro_batch"):
+        GRPOConfig(logprob_micro_batch=-1)
+
+
+def test_ref_logprobs_in_micro_batches_equal_one_pass():
+    """Row blocks of 3 (16 rows: 6 passes, 2 padding rows) give the one-pass log-probs; the
+    loop's call signature is unchanged."""
+    params = _init(jax.random.key(0))
+    batch = _rollouts(params, jax.random.key(1))
+    args = (params, CFG, batch["tokens"], batch["completion_mask"])
+    whole = grpo.ref_logprobs_fn(*args, chunk=2)
+    parts = grpo.compute_old_logprobs(*args, chunk=2, shard=None, micro_batch=3)
+    np.testing.assert_allclose(parts, whole, atol=1e-6)
+    np.testing.assert_allclose(whole, batch["old_logprobs"], atol=1e-5)
+    unmasked = grpo.ref_logprobs_fn(params, CFG, batch["tokens"], micro_batch=5)
+    np.testing.assert_allclose(unmasked * batch["completion_mask"], whole, atol=1e-6)
