@@ -49,6 +49,10 @@ def parse_args(argv=None):
                    help="batches >= 256 use batch / this many distinct prompts")
     p.add_argument("--repeats", type=int, default=2, help="timed r1jax calls (best kept)")
     p.add_argument("--skip-hf", action="store_true", help="time r1jax only")
+    p.add_argument("--attention", default=None,
+                   choices=["auto", "xla", "dot_product", "chunked"],
+                   help="r1jax ModelConfig.attention (default: the preset's, auto: cuDNN or "
+                        "chunked prefill, 'xla' decode steps)")
     p.add_argument("--sampled", action="store_true",
                    help="also time r1jax sampling at temperature 1 (no truncation)")
     p.add_argument("--threads", type=int, default=0,
@@ -93,6 +97,8 @@ def build_models(args, torch, transformers, jax):
         hf_model.save_pretrained(tmp, safe_serialization=True)
         loaded_cfg, params = hf.load_hf(tmp, dtype=args.dtype)
     cfg = cfg.replace(max_seq_len=max(loaded_cfg.max_seq_len, 4096))
+    if args.attention:
+        cfg = cfg.replace(attention=args.attention)
     if args.device == "gpu":
         hf_model = hf_model.to("cuda")
     params = jax.device_put(params)
@@ -161,6 +167,7 @@ def main(argv=None):
             "cpu_count": os.cpu_count(), "jax": jax.__version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "params": n_params,
             "dtype": args.dtype, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "attention": cfg.attention,
             "copy_bandwidth_GBps": bw / 1e9, "threads": args.threads or os.cpu_count(),
             "load_avg": os.getloadavg(), "argv": sys.argv[1:]}
     print(json.dumps(info))

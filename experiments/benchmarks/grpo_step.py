@@ -4,12 +4,13 @@ with peak memory and the model-FLOPs utilisation of each phase.
 One step as `r1jax.train.run_grpo` runs it, split into phases that are timed separately
 (each phase is compiled by a warm-up call first, bracketed by `block_until_ready`, and
 reported as the median of --repeats calls):
-  rollout   `r1jax.sampler.generate` of P prompts x G samples at temperature 1, with no stop
+  rollout   `r1jax.rollout.sample` of P prompts x G samples at temperature 1, with no stop
             token, so every row generates exactly --new_tokens tokens (a random policy would
             otherwise stop at random lengths and the timing would mean nothing);
   log-probs `grpo.ref_logprobs_fn` over the [B, T] rollouts under the reference parameters,
             and `grpo.compute_old_logprobs` under the policy (what a sampler at temperature
-            != 1 or with truncation needs; at temperature 1 the loop reuses the sampler's);
+            != 1 or with truncation needs; at temperature 1 the loop reuses the sampler's),
+            in `grpo.logprob_passes` row blocks (--logprob_micro_batch);
   update    the jitted `grpo.make_grpo_step` (policy forward + backward + AdamW) on a batch
             that carries the reference log-probs (so the update holds no reference pass).
 The host work between phases (detokenising, rewards, building the batch) is not timed here.
@@ -32,13 +33,24 @@ Settings:
   qwen2.5-0.5b  Qwen2.5-0.5B shapes, random weights, bf16: 16 prompts x 16 samples, random
                 prompts of 256 tokens, 512 new tokens, update in --grad_accum micro-batches. GPU:
                   python experiments/benchmarks/grpo_step.py --setting qwen2.5-0.5b
-                --shrink runs the same code path at toy sizes (2 layers, 2 x 2 rows, 32 + 32
-                tokens), e.g. on CPU to check that it works.
-The qwen2.5 setting imports neither ml_collections nor seqio (asserted).
+                --shrink runs the same code path at toy sizes (2 layers, toy widths and
+                vocabulary, 2 x 2 rows, 32 + 32 tokens), e.g. on CPU to check that it works.
+  qwen2.5-1.5b  the same at Qwen2.5-1.5B shapes.
+The qwen2.5 settings import neither ml_collections nor seqio (asserted).
+
+--attention / --remat override the model's ModelConfig.attention / .remat. --memory_only
+compiles the log-prob and update programs from abstract shapes (nothing is allocated or run,
+seconds on a CPU) and prints their memory_analysis(): how --grad_accum and
+--logprob_micro_batch fit a device without having one, e.g.
+  python experiments/benchmarks/grpo_step.py --setting qwen2.5-0.5b --memory_only \\
+      --prompts 4 --samples 16 --prompt_len 256 --new_tokens 3840 --grad_accum 4
+(XLA:CPU keeps float32 copies of bf16 weights and activations that a GPU would not, so these
+numbers overstate a GPU's.)
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -67,20 +79,28 @@ CPU_PEAK_TFLOPS = 0.195
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--setting", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
+    p.add_argument("--setting", choices=["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b"],
+                   default="tiny")
     p.add_argument("--shrink", action="store_true",
-                   help="toy sizes on the same code path (2 layers, 2 prompts x 2 samples, "
-                        "32 + 32 tokens), to check the script on a CPU")
+                   help="toy sizes on the same code path (2 layers, toy widths and vocabulary, "
+                        "2 prompts x 2 samples, 32 + 32 tokens), to check the script on a CPU")
     p.add_argument("--prompts", type=int, default=None, help="P (default: the setting's)")
     p.add_argument("--samples", type=int, default=None, help="G samples per prompt")
     p.add_argument("--prompt_len", type=int, default=None,
                    help="qwen2.5 setting: prompt tokens (tiny: real problems, <= 48)")
     p.add_argument("--new_tokens", type=int, default=None, help="generated tokens per row")
     p.add_argument("--grad_accum", type=int, default=None,
-                   help="micro-batches per update (default 1 tiny, 32 qwen2.5: 8 rows of 768 "
-                        "tokens per micro-batch)")
+                   help="micro-batches per update (default: 1 tiny, 2 qwen2.5: 128 rows of "
+                        "768 tokens per micro-batch)")
     p.add_argument("--logprob_chunk", type=int, default=128,
                    help="sequence positions per LM-head block")
+    p.add_argument("--logprob_micro_batch", type=int, default=0,
+                   help="rows per log-prob pass (0: as many as hold grpo.LOGPROB_TOKENS "
+                        "tokens)")
+    p.add_argument("--attention", choices=model.ATTENTION_IMPLS, default=None,
+                   help="ModelConfig.attention (default: the preset's, 'auto')")
+    p.add_argument("--remat", choices=model.REMAT_POLICIES, default=None,
+                   help="ModelConfig.remat (default: the preset's: none tiny, block qwen2.5)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per phase (median)")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help=f"peak FLOP/s for MFU (default {GPU_PEAK_TFLOPS:g} on GPU: H100 bf16 "
@@ -132,25 +152,29 @@ def tiny_setup(args):
 
 
 def qwen_setup(args):
-    """Qwen2.5-0.5B shapes, random prompts of exactly prompt_len tokens, the qwen2.5-0.5b
-    config's GRPO settings (written out: this path does not import ml_collections)."""
-    cfg = model.ModelConfig.preset("qwen2.5-0.5b")
+    """Qwen2.5 shapes (the --setting preset), random prompts of exactly prompt_len tokens, the
+    qwen2.5 configs' GRPO settings (written out: this path does not import ml_collections)."""
+    cfg = model.ModelConfig.preset(args.setting)
     P = args.prompts or 16
     args.samples = args.samples or 16
     args.prompt_len = args.prompt_len or 256
     args.new_tokens = args.new_tokens or 512
-    args.grad_accum = args.grad_accum or 32
+    args.grad_accum = args.grad_accum or 2
+    pad = eos = 151643  # <|endoftext|> of the Qwen2.5 tokenizer: only marks truncation here
     if args.shrink:
-        cfg = cfg.replace(n_layers=2)
+        # The preset's structure (GQA 14 / 2 heads of 64, qkv biases, tied, bf16, remat
+        # "block" with the MLP in chunks, chunked attention over several blocks) at toy widths.
+        cfg = cfg.replace(n_layers=2, d_model=128, d_ff=256, vocab_size=1024,
+                          attention_block=16, mlp_chunk=64)
         P, args.samples, args.prompt_len, args.new_tokens = 2, 2, 32, 32
         args.grad_accum = 2
+        pad = eos = cfg.vocab_size - 1
     args.seq_len = -(-(args.prompt_len + args.new_tokens) // 16) * 16
     rng = np.random.default_rng(0)
     prompt_ids = rng.integers(0, cfg.vocab_size, (P, args.prompt_len)).tolist()
     gcfg = grpo.GRPOConfig(num_generations=args.samples, beta=0.04,
                            grad_accum=args.grad_accum, logprob_chunk=args.logprob_chunk)
-    eos = 151643  # <|endoftext|> of the Qwen2.5 tokenizer: only marks truncation here
-    return cfg, prompt_ids, gcfg, 1e-6, 151643, eos
+    return cfg, prompt_ids, gcfg, 1e-6, pad, eos
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -166,8 +190,13 @@ def peak_memory_bytes() -> tuple[str, int]:
 
 def compiled_memory(jitted, *args, **kwargs) -> dict | None:
     """memory_analysis() of the compiled program (bytes), or None where unsupported."""
+    return memory_of(jitted.lower(*args, **kwargs).compile())
+
+
+def memory_of(compiled) -> dict | None:
+    """memory_analysis() of a compiled program (bytes), or None where unsupported."""
     try:
-        m = jitted.lower(*args, **kwargs).compile().memory_analysis()
+        m = compiled.memory_analysis()
     except Exception:  # some backends/versions do not implement it
         return None
     if m is None:
@@ -188,7 +217,19 @@ def timed(fn, repeats: int) -> tuple[float, list[float], object]:
 
 
 def setup(args):
-    return tiny_setup(args) if args.setting == "tiny" else qwen_setup(args)
+    """The setting's (cfg, prompts, GRPOConfig, lr, pad, eos) with the command line's
+    attention / remat / log-prob micro-batch choices applied."""
+    cfg, prompt_ids, gcfg, lr, pad_id, eos_id = (tiny_setup if args.setting == "tiny"
+                                                 else qwen_setup)(args)
+    cfg = cfg.replace(**{k: getattr(args, k) for k in ("attention", "remat")
+                         if getattr(args, k) is not None})
+    gcfg = dataclasses.replace(gcfg, logprob_micro_batch=args.logprob_micro_batch)
+    return cfg, prompt_ids, gcfg, lr, pad_id, eos_id
+
+
+def logprob_kwargs(gcfg) -> dict:
+    """Keywords of grpo.ref_logprobs_fn as the loop passes them."""
+    return dict(chunk=gcfg.logprob_chunk, micro_batch=gcfg.logprob_micro_batch or None)
 
 
 def memory_only(args) -> str:
@@ -202,13 +243,18 @@ def memory_only(args) -> str:
     batch = {"tokens": jax.ShapeDtypeStruct((B, T), jnp.int32), "completion_mask": f32,
              "old_logprobs": f32, "ref_logprobs": f32,
              "advantages": jax.ShapeDtypeStruct((B,), jnp.float32)}
-    mem = {"log-probs (one pass)": compiled_memory(
+    passes, rows = grpo.logprob_passes(B, T, gcfg.logprob_micro_batch or None)
+    mem = {f"log-probs ({passes} passes of {rows} rows)": compiled_memory(
                grpo.ref_logprobs_fn, state.params, cfg, batch["tokens"],
-               batch["completion_mask"], chunk=gcfg.logprob_chunk),
-           "update": compiled_memory(grpo.make_grpo_step(cfg, tx, gcfg), state, None, batch)}
+               batch["completion_mask"], **logprob_kwargs(gcfg)),
+           f"update ({gcfg.grad_accum} micro-batches of {B // gcfg.grad_accum} rows)":
+               compiled_memory(grpo.make_grpo_step(cfg, tx, gcfg), state, None, batch)}
+    upd = list(mem.values())[1]
+    per_row = "" if not upd else (f"; update temporaries per micro-batch row "
+                                  f"{_gib(upd['temp'] // (B // gcfg.grad_accum))}")
     return (f"{args.setting}{' (shrunk)' if args.shrink else ''} on "
-            f"{jax.devices()[0].device_kind}: B={B}, T={T}, grad_accum {gcfg.grad_accum}\n\n"
-            + memory_table(mem))
+            f"{jax.devices()[0].device_kind}: B={B}, T={T}, attention {cfg.attention}, "
+            f"remat {cfg.remat}{per_row}\n\n" + memory_table(mem))
 
 
 def run(args) -> dict:
@@ -243,23 +289,24 @@ def run(args) -> dict:
     # 2. log-probs under the reference and the old (sampling) policy.
     chunk = gcfg.logprob_chunk
     lp_args = (batch["tokens"], batch["completion_mask"])
-    t_ref, ts_ref, ref_lp = timed(lambda: grpo.ref_logprobs_fn(ref_params, cfg, *lp_args,
-                                                               chunk=chunk), args.repeats)
-    t_old, ts_old, _ = timed(lambda: grpo.compute_old_logprobs(params, cfg, *lp_args,
-                                                               chunk=chunk), args.repeats)
+    # One compiled program for both (what the jit cache would share), also giving its memory.
+    logprobs = grpo.ref_logprobs_fn.lower(ref_params, cfg, *lp_args,
+                                          **logprob_kwargs(gcfg)).compile()
+    t_ref, ts_ref, ref_lp = timed(lambda: logprobs(ref_params, *lp_args), args.repeats)
+    t_old, ts_old, _ = timed(lambda: logprobs(params, *lp_args), args.repeats)
     rows["log-probs: reference"] = dict(seconds=t_ref, all=ts_ref, tokens=B * T,
                                         flops=2 * n_params * B * T)
     rows["log-probs: old policy"] = dict(seconds=t_old, all=ts_old, tokens=B * T,
                                          flops=2 * n_params * B * T)
     memory["log-probs"] = peak_memory_bytes()
-    mem_lp = compiled_memory(grpo.ref_logprobs_fn, ref_params, cfg, *lp_args, chunk=chunk)
+    mem_lp = memory_of(logprobs)
 
     # 3. update: policy forward + backward + AdamW, reference log-probs in the batch.
     batch["ref_logprobs"] = ref_lp
     tx = make_optimizer(lr, warmup_steps=0, total_steps=1000, schedule="constant")
-    step = grpo.make_grpo_step(cfg, tx, gcfg)
     state = TrainState.create(params, tx)
-    mem_up = compiled_memory(step, state, None, batch)
+    step = grpo.make_grpo_step(cfg, tx, gcfg).lower(state, None, batch).compile()
+    mem_up = memory_of(step)
     holder = {"state": state}
 
     def update():
@@ -283,11 +330,14 @@ def run(args) -> dict:
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "jax": jax.__version__,
         "params": n_params, "dtype": cfg.compute_dtype, "n_layers": cfg.n_layers,
+        "attention": cfg.attention, "remat": cfg.remat,
+        "logprob_passes": grpo.logprob_passes(B, T, gcfg.logprob_micro_batch or None),
+        "update_over_logprobs": t_up / statistics.mean([t_ref, t_old]),
         "P": P, "G": G, "B": B, "prompt_len": args.prompt_len, "new_tokens": M, "T": T,
         "grad_accum": gcfg.grad_accum, "logprob_chunk": chunk, "repeats": args.repeats,
         "peak_tflops": peak_tflops, "total_seconds": total,
         "memory_peak": {k: {"what": w, "bytes": b} for k, (w, b) in memory.items()},
-        "compiled_memory": {"log-probs (one pass)": mem_lp, "update": mem_up},
+        "compiled_memory": {"log-probs": mem_lp, "update": mem_up},
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
     }
     if args.setting != "tiny":
@@ -317,7 +367,9 @@ def markdown(res: dict) -> str:
              f"{info['params'] / 1e6:.1f}M params, {info['dtype']}, P={info['P']} x "
              f"G={info['G']} (B={info['B']}), prompt {info['prompt_len']}, "
              f"{info['new_tokens']} new tokens, T={info['T']}, grad_accum "
-             f"{info['grad_accum']}; median of {info['repeats']}; MFU against "
+             f"{info['grad_accum']}, attention {info['attention']}, remat {info['remat']}, "
+             f"log-probs in {info['logprob_passes'][0]} passes of "
+             f"{info['logprob_passes'][1]} rows; median of {info['repeats']}; MFU against "
              f"{info['peak_tflops']:g} TFLOP/s",
              "",
              "| phase | median s | share | tokens | tokens/s | model TFLOP | MFU |",
@@ -327,6 +379,8 @@ def markdown(res: dict) -> str:
                      f"{r['tokens']:,} | {r['tokens'] / r['seconds']:,.0f} | "
                      f"{r['flops'] / 1e12:.3f} | {100 * r['mfu']:.2f}% |")
     lines.append(f"| **one step** | {info['total_seconds']:.3f} | 100% | | | | |")
+    lines += ["", f"update / log-prob pass (mean of the two): "
+                  f"{info['update_over_logprobs']:.2f}x"]
     lines += ["", "| memory | after rollout | after log-probs | after update |",
               "|---|---|---|---|"]
     mp = info["memory_peak"]
