@@ -35,21 +35,28 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     # Base pretraining on the synthetic corpus (skipped when model.path is set).
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.num_examples = 40_000  # corpus size (pairs of prompt and worked solution)
-    c.pretrain.steps = 600
+    c.pretrain.steps = 800            # at 600 the base reasons less reliably and R1-Zero's gain
+                                      # varied 2x between runs (RESULTS.md)
     c.pretrain.batch_size = 32
-    c.pretrain.seq_len = 128          # tokens (bytes) per example, prompt + completion
+    c.pretrain.seq_len = 120          # tokens (bytes) per example, prompt + completion (the
+                                      # longest tiny example has 118)
     c.pretrain.learning_rate = 5e-3
     c.pretrain.warmup_steps = 100
     c.pretrain.weight_decay = 0.01
-    # Styles of the corpus: careful worked solutions are in the distribution but not the mode.
-    c.pretrain.style_careful = 0.3
-    c.pretrain.style_flawed = 0.2
-    c.pretrain.style_guess = 0.25
-    c.pretrain.style_unformatted = 0.15
+    # Styles of the corpus. Careful worked solutions are in the distribution but not its mode,
+    # so the base's greedy path guesses: after " " the tagged styles (0.65) outweigh the
+    # untagged worked solutions (0.35); after "<think>" an empty think block (guess, 0.35 of
+    # the corpus) outweighs "first" (careful, flawed, mixed-language starting in English:
+    # 0.225) and "d'abord" (0.075). Worked steps, tagged or not, are 65% of the corpus, so the
+    # base can reason; GRPO has to make reasoning its most likely path.
+    c.pretrain.style_careful = 0.15
+    c.pretrain.style_flawed = 0.05
+    c.pretrain.style_guess = 0.35
+    c.pretrain.style_unformatted = 0.35
     c.pretrain.style_mixed_language = 0.1
 
     c.grpo = ml_collections.ConfigDict()
-    c.grpo.steps = 100
+    c.grpo.steps = 40
     c.grpo.prompts_per_step = 16      # P
     c.grpo.num_generations = 8        # G
     c.grpo.beta = 0.04                # β, k3 KL to the reference (the base model)
@@ -65,16 +72,21 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.grpo.warmup_steps = 5
     c.grpo.temperature = 1.0
     c.grpo.max_new_tokens = 96
-    c.grpo.max_prompt_tokens = 48
+    c.grpo.max_prompt_tokens = 32     # tiny prompts have <= 32 tokens; rollouts are packed to
+                                      # max_prompt_tokens + max_new_tokens = 128
     c.grpo.accuracy_weight = 1.0
     c.grpo.format_weight = 0.5
     c.grpo.language_weight = 0.0
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.num_problems = 200         # held-out (test split) problems
-    c.eval.num_samples = 2            # samples per problem at eval.temperature
+    c.eval.num_problems = 100         # held-out (test split) problems, the same for base and
+                                      # final (paired differences over problems)
+    c.eval.num_samples = 16           # base and final: samples per problem at eval.temperature,
+                                      # plus one greedy completion per problem
     c.eval.temperature = 1.0
-    c.eval.every = 20                 # GRPO steps between evaluations (0: start and end only)
+    c.eval.pass_ks = (1, 4, 16)       # pass@k and majority@k for each k <= num_samples
+    c.eval.every = 10                 # GRPO steps between evaluations (0: start and end only)
+    c.eval.curve_samples = 4          # samples per problem in those (plus greedy)
 
     c.checkpoint_every = 20
     c.keep_checkpoints = 2
@@ -96,7 +108,10 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
         c.grpo.max_prompt_tokens = 256
         c.grpo.num_generations = 16
         c.grpo.grad_accum = 16        # 256 rollouts of 768 tokens: 16 per micro-batch
+        c.eval.num_problems = 200
         c.eval.num_samples = 1
+        c.eval.every = 20
+        c.eval.curve_samples = 1
         c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
     else:
         raise ValueError(f"unknown r1_zero variant {variant!r}; known: tiny, qwen2.5-0.5b, "

@@ -4,10 +4,11 @@
  --workdir runs/tts`
 
 Variants:
-  tiny          a tiny byte-level base model pretrained as in configs/r1_zero.py:tiny but on
-                sums worked in any order of the terms (into <workdir>/base, or reused from
-                --config.base_workdir), an ORM and a PRM trained on its own samples
-                (configs/verifier.py:tiny), held-out synthetic sums, sampling at T = 0.5.
+  tiny          a tiny byte-level base model pretrained as configs/r1_zero.py:tiny's was when
+                the results were measured (pinned below), but on sums worked in any order of
+                the terms (into <workdir>/base, or reused from --config.base_workdir), an ORM
+                and a PRM trained on its own samples (configs/verifier.py:tiny), held-out
+                synthetic sums, sampling at T = 0.5.
   qwen2.5-0.5b  a local Hugging Face policy (--config.model.path) on GSM8K-style JSONL
                 (--config.task.train_path / test_path); the ORM and PRM are value heads over a
                 copy of the policy trunk trained on its samples (or --config.verifier.trunk_path
@@ -77,6 +78,15 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
         # order: each problem has many correct reasoning paths (self-consistency's premise).
         # Greedy decoding follows one path; samples follow many, and their errors differ.
         c.task.order = "any"
+        # The pretraining of the published results (RESULTS.md), pinned here: r1_zero's tiny
+        # base since moved to a guess-mode corpus that does not change this experiment's base.
+        c.pretrain.steps = 600
+        c.pretrain.seq_len = 128
+        c.pretrain.style_careful = 0.3
+        c.pretrain.style_flawed = 0.2
+        c.pretrain.style_guess = 0.25
+        c.pretrain.style_unformatted = 0.15
+        c.pretrain.style_mixed_language = 0.1
         c.tts.temperature = 0.5
         c.tts.num_problems = 200      # Wilson half-width <= 0.07; paired differences tighter
         c.tts.budgets = (1, 2, 4, 8, 16, 32)

@@ -4,7 +4,9 @@
 tiny byte-level base model is pretrained on the synthetic corpus into `<workdir>/base` (reused
 when already there), then trained with GRPO into `<workdir>/grpo`. Real scale: the base model
 and tokenizer come from a local Hugging Face folder and problems from JSONL files. Writes
-`<workdir>/results.json`, `metrics.jsonl`, TensorBoard events and PNG plots.
+`<workdir>/results.json` (base and final policy on the same held-out problems: greedy and
+sampled accuracy, pass@k, majority@k, format, with intervals, and the paired differences over
+problems; where the time went), `metrics.jsonl`, TensorBoard events and PNG plots.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from r1jax import evaluation, grpo, pretrain, prompts, sharding, tasks, train
+from r1jax import evaluation, grpo, pretrain, prompts, sharding, stats, tasks, train
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 
 
@@ -47,6 +49,83 @@ def settings(c) -> tuple[grpo.GRPOConfig, train.RolloutConfig, train.LoopConfig]
     return grpo_cfg, rollout, loop
 
 
+def _evaluations(c, cfg, tok, problems, key, shard, num_samples: int, pass_ks=()):
+    """Greedy and sampled held-out evaluations of a policy -> fn(params, step) -> (greedy,
+    sampled) result dicts of `evaluation.evaluate` on the same problems."""
+    def fn(params, step):
+        common = dict(template=c.task.template, max_new_tokens=c.grpo.max_new_tokens,
+                      shard=shard)
+        greedy = evaluation.evaluate(params, cfg, tok, problems, jax.random.fold_in(key, step),
+                                     num_samples=1, temperature=0.0, **common)
+        sampled = evaluation.evaluate(params, cfg, tok, problems,
+                                      jax.random.fold_in(key, step + 1_000_000),
+                                      num_samples=num_samples, temperature=c.eval.temperature,
+                                      pass_ks=pass_ks, **common)
+        return greedy, sampled
+    return fn
+
+
+def _curve_metrics(greedy: dict, sampled: dict) -> dict:
+    """The scalars logged for one evaluation: sampled metrics as they are, greedy ones
+    prefixed with `greedy_`."""
+    out = {k: v for k, v in sampled.items() if isinstance(v, (int, float))}
+    out.update({f"greedy_{k}": greedy[k] for k in ("accuracy", "format_rate", "mean_length")})
+    return out
+
+
+def _pass_per_problem(per_problem, n: int, k: int) -> list[float]:
+    """Per-problem unbiased pass@k from each problem's mean correctness over n samples."""
+    return [stats.pass_at_k(n, int(round(a * n)), k) for a in per_problem]
+
+
+def compare(base: tuple[dict, dict], final: tuple[dict, dict], num_samples: int,
+            pass_ks=()) -> dict:
+    """The results of the base and final (greedy, sampled) evaluations on the same problems:
+    accuracies with intervals, pass@k / majority@k, format, length, and paired differences
+    (final - base) over problems as [mean, low, high]."""
+    (bg, bs), (fg, fs) = base, final
+    out = {
+        "base_accuracy": bs["accuracy"], "base_accuracy_ci": bs["accuracy_ci"],
+        "final_accuracy": fs["accuracy"], "final_accuracy_ci": fs["accuracy_ci"],
+        "base_greedy_accuracy": bg["accuracy"], "base_greedy_accuracy_ci": bg["accuracy_ci"],
+        "final_greedy_accuracy": fg["accuracy"], "final_greedy_accuracy_ci": fg["accuracy_ci"],
+        "greedy_paired_difference": list(stats.paired_difference(fg["per_problem"],
+                                                                 bg["per_problem"])),
+        "sampled_paired_difference": list(stats.paired_difference(fs["per_problem"],
+                                                                  bs["per_problem"])),
+        "base_format_rate": bs["format_rate"], "format_rate": fs["format_rate"],
+        "base_greedy_format_rate": bg["format_rate"],
+        "final_greedy_format_rate": fg["format_rate"],
+        "base_mean_length": bs["mean_length"], "final_mean_length": fs["mean_length"],
+        "base_language_consistency": bs.get("language_consistency"),
+        "final_language_consistency": fs.get("language_consistency"),
+    }
+    for k in (k for k in pass_ks if k <= num_samples):
+        for name in (f"pass@{k}", f"majority@{k}"):
+            for who, r in (("base", bs), ("final", fs)):
+                out[f"{who}_{name}"] = r[name]
+                out[f"{who}_{name}_ci"] = r[f"{name}_ci"]
+        out[f"pass@{k}_paired_difference"] = list(stats.paired_difference(
+            _pass_per_problem(fs["per_problem"], num_samples, k),
+            _pass_per_problem(bs["per_problem"], num_samples, k)))
+    out["per_problem"] = {"base_greedy": bg["per_problem"], "final_greedy": fg["per_problem"],
+                          "base_sampled": bs["per_problem"], "final_sampled": fs["per_problem"]}
+    return out
+
+
+def time_breakdown(rows: list[dict]) -> dict:
+    """Seconds of the GRPO loop from its metric rows: rollouts, updates, and the first step
+    apart (it includes compiling the sampler and the update)."""
+    steps = [r for r in rows if "step_seconds" in r]
+    if not steps:
+        return {}
+    first, rest = steps[0], steps[1:]
+    return {"grpo_first_step": round(first["step_seconds"], 1),
+            "grpo_rollouts": round(sum(r["rollout_seconds"] for r in rest), 1),
+            "grpo_updates": round(sum(r["step_seconds"] - r["rollout_seconds"] for r in rest), 1),
+            "grpo_steps_timed": len(rest)}
+
+
 def run(c, workdir: str, show_progress: bool = True) -> dict:
     """Runs the experiment of config `c` in `workdir`; returns (and writes) the results."""
     t_start = time.time()
@@ -55,19 +134,19 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     os.makedirs(workdir, exist_ok=True)
     writer = MetricWriter(workdir)
     cfg, tok, params = pretrain.base_model(c, workdir, writer, show_progress, mesh)
+    seconds = {"pretrain": time.time() - t_start}
     shard = None if mesh is None else sharding.make_shard_fn(mesh)
     eval_problems = pretrain.load_problems(c, "test", c.eval.num_problems, seed=c.seed + 1)
     eval_key = jax.random.key(c.seed + 12345)
+    pass_ks = tuple(c.eval.pass_ks)
+    full = _evaluations(c, cfg, tok, eval_problems, eval_key, shard, c.eval.num_samples,
+                        pass_ks)
+    curve = _evaluations(c, cfg, tok, eval_problems, eval_key, shard, c.eval.curve_samples)
 
-    def evaluate(p, step):
-        return evaluation.evaluate(p, cfg, tok, eval_problems, jax.random.fold_in(eval_key, step),
-                                   template=c.task.template, max_new_tokens=c.grpo.max_new_tokens,
-                                   num_samples=c.eval.num_samples,
-                                   temperature=c.eval.temperature, shard=shard)
-
-    base = evaluate(params, 0)
-    writer.write(0, {f"eval_{k}": v for k, v in base.items() if isinstance(v, (int, float))},
-                 "grpo")
+    t = time.time()
+    base = full(params, 0)
+    seconds["base_eval"] = time.time() - t
+    writer.write(0, {f"eval_{k}": v for k, v in _curve_metrics(*base).items()}, "grpo")
     if c.task.name in tasks.TASK_NAMES:
         def train_problems(step, round_):
             return tasks.generate(c.task.name, c.seed * 1_000_003 + step * 97 + round_,
@@ -79,24 +158,37 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
             rng = np.random.default_rng((c.seed, step, round_))
             return [pool[i] for i in rng.integers(0, len(pool), c.grpo.prompts_per_step)]
 
+    curve_seconds = [0.0]
+
+    def evaluate_fn(p, step):
+        t0 = time.time()
+        out = _curve_metrics(*curve(p, step))
+        curve_seconds[0] += time.time() - t0
+        return out
+
+    t = time.time()
     params = train.run_grpo(params, cfg, tok, train_problems, loop, rollout, grpo_cfg,
-                            os.path.join(workdir, "grpo"), writer=writer, evaluate_fn=evaluate,
-                            eval_every=c.eval.every, mesh=mesh, show_progress=show_progress)
-    final = evaluate(params, c.grpo.steps)
-    writer.write(c.grpo.steps, {f"eval_{k}": v for k, v in final.items()
-                                if isinstance(v, (int, float))}, "grpo")
+                            os.path.join(workdir, "grpo"), writer=writer,
+                            evaluate_fn=evaluate_fn, eval_every=c.eval.every, mesh=mesh,
+                            show_progress=show_progress)
+    seconds["grpo"] = time.time() - t
+    seconds["curve_evals"] = curve_seconds[0]
+    t = time.time()
+    final = full(params, c.grpo.steps)
+    seconds["final_eval"] = time.time() - t
+    writer.write(c.grpo.steps, {f"eval_{k}": v for k, v in _curve_metrics(*final).items()},
+                 "grpo")
     writer.close()
-    results = {
-        "base_accuracy": base["accuracy"], "base_accuracy_ci": base["accuracy_ci"],
-        "final_accuracy": final["accuracy"], "final_accuracy_ci": final["accuracy_ci"],
-        "base_format_rate": base["format_rate"], "format_rate": final["format_rate"],
-        "base_mean_length": base["mean_length"], "final_mean_length": final["mean_length"],
-        "base_language_consistency": base.get("language_consistency"),
-        "final_language_consistency": final.get("language_consistency"),
+    results = compare(base, final, c.eval.num_samples, pass_ks)
+    seconds = {k: round(v, 1) for k, v in seconds.items()}
+    seconds.update(time_breakdown(read_metrics(os.path.join(workdir, "metrics.jsonl"), "grpo")))
+    results.update({
         "num_eval_problems": len(eval_problems), "eval_samples_per_problem": c.eval.num_samples,
-        "grpo_steps": c.grpo.steps, "seconds": round(time.time() - t_start, 1),
-        "base_examples": base["examples"], "final_examples": final["examples"],
-    }
+        "eval_temperature": c.eval.temperature, "grpo_steps": c.grpo.steps,
+        "seconds": round(time.time() - t_start, 1), "seconds_breakdown": seconds,
+        "base_examples": base[1]["examples"], "final_examples": final[1]["examples"],
+        "base_greedy_examples": base[0]["examples"], "final_greedy_examples": final[0]["examples"],
+    })
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     make_plots(workdir)
@@ -108,24 +200,41 @@ def make_plots(workdir: str) -> None:
     rows = read_metrics(path, "grpo")
     plot_curves(rows, ["reward", "accuracy", "format_rate", "response_length", "kl", "entropy"],
                 os.path.join(workdir, "grpo_training.png"), "GRPO rollouts (train problems)")
-    plot_curves(rows, ["eval_accuracy", "eval_format_rate", "eval_mean_length",
-                       "eval_language_consistency"],
+    plot_curves(rows, ["eval_greedy_accuracy", "eval_accuracy", "eval_format_rate",
+                       "eval_mean_length", "eval_language_consistency"],
                 os.path.join(workdir, "grpo_heldout.png"), "Held-out evaluation")
     plot_curves(read_metrics(path, "pretrain"), ["loss"],
                 os.path.join(workdir, "pretrain_loss.png"), "Base pretraining")
 
 
 def results_table(results: dict) -> str:
-    """A small text table of the headline numbers."""
+    """A small text table of the headline numbers: base, final, and the paired difference."""
     def ci(x):
         return f"[{x[0]:.3f}, {x[1]:.3f}]"
-    lines = [f"{'':22s}{'base':>10s}{'final':>10s}",
-             f"{'held-out accuracy':22s}{results['base_accuracy']:10.3f}"
-             f"{results['final_accuracy']:10.3f}",
-             f"{'  95% interval':22s}{ci(results['base_accuracy_ci']):>10s}  "
-             f"{ci(results['final_accuracy_ci'])}",
-             f"{'format rate':22s}{results['base_format_rate']:10.3f}"
-             f"{results['format_rate']:10.3f}",
-             f"{'response length':22s}{results['base_mean_length']:10.1f}"
-             f"{results['final_mean_length']:10.1f}"]
+
+    def row(label, key, diff=None):
+        b, f = results[f"base_{key}"], results[f"final_{key}"]
+        line = f"{label:30s}{b:7.3f} {ci(results[f'base_{key}_ci']):16s}" \
+               f"{f:7.3f} {ci(results[f'final_{key}_ci']):16s}"
+        if diff and diff in results:
+            d = results[diff]
+            line += f"{d[0]:+7.3f} {ci(d[1:])}"
+        return line
+
+    n, g = results["num_eval_problems"], results["eval_samples_per_problem"]
+    lines = [f"{n} held-out problems; greedy, and {g} samples each at temperature "
+             f"{results.get('eval_temperature', 1.0)}",
+             f"{'':30s}{'base':24s}{'final':24s}final - base (paired)",
+             row("held-out accuracy, greedy", "greedy_accuracy", "greedy_paired_difference"),
+             row("held-out accuracy, sampled", "accuracy", "sampled_paired_difference")]
+    for k in (1, 4, 16):
+        if f"base_pass@{k}" in results:
+            lines.append(row(f"pass@{k}", f"pass@{k}", f"pass@{k}_paired_difference"))
+    for k in (4, 16):
+        if f"base_majority@{k}" in results:
+            lines.append(row(f"majority@{k}", f"majority@{k}"))
+    lines += [f"{'format rate, sampled':30s}{results['base_format_rate']:7.3f}{'':17s}"
+              f"{results['format_rate']:7.3f}",
+              f"{'response length, sampled':30s}{results['base_mean_length']:7.1f}{'':17s}"
+              f"{results['final_mean_length']:7.1f}"]
     return "\n".join(lines)
