@@ -442,7 +442,7 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
             if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \
                     and step + 1 < loop.steps:
                 metrics.update({f"eval_{k}": v for k, v in evaluate_fn(state.params, step + 1)
-                                .items() if isinstance(v, (int, float))})
+                                .items() if isinstance(v, (int, float, list, tuple))})
             if writer is not None:
                 writer.write(step + 1, metrics, stage)
                 if step % loop.log_every == 0:   # two sampled completions, as people read them

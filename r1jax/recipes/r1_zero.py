@@ -66,10 +66,11 @@ def _evaluations(c, cfg, tok, problems, key, shard, num_samples: int, pass_ks=()
 
 
 def _curve_metrics(greedy: dict, sampled: dict) -> dict:
-    """The scalars logged for one evaluation: sampled metrics as they are, greedy ones
-    prefixed with `greedy_`."""
+    """The metrics logged for one evaluation: sampled scalars as they are, greedy ones prefixed
+    with `greedy_`, and both accuracies' 95% intervals (drawn as bands in the plots)."""
     out = {k: v for k, v in sampled.items() if isinstance(v, (int, float))}
     out.update({f"greedy_{k}": greedy[k] for k in ("accuracy", "format_rate", "mean_length")})
+    out.update(accuracy_ci=sampled["accuracy_ci"], greedy_accuracy_ci=greedy["accuracy_ci"])
     return out
 
 
