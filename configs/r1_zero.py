@@ -31,6 +31,7 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
                                       # order of the terms (sums only: many reasoning paths)
     c.task.train_path = ""            # gsm8k: local JSONL files
     c.task.test_path = ""
+    c.task.checker = "builtin"        # answer checker of gsm8k / math: builtin | math_verify
 
     # Base pretraining on the synthetic corpus (skipped when model.path is set).
     c.pretrain = ml_collections.ConfigDict()
@@ -67,16 +68,24 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.grpo.advantage_scale = "group_std"        # | none (Dr. GRPO) | batch_std
     c.grpo.dynamic_sampling = False   # DAPO: drop groups whose rewards are all equal
     c.grpo.overlong_filter = False    # DAPO: truncated samples excluded from the loss
+    c.grpo.overlong_cache_len = 0     # DAPO soft overlong penalty over the last L_cache tokens
     c.grpo.grad_accum = 1
     c.grpo.learning_rate = 3e-4
     c.grpo.warmup_steps = 5
-    c.grpo.temperature = 1.0
+    c.grpo.temperature = 1.0          # != 1 (or top_k / top_p / min_p): the loop recomputes
+    c.grpo.top_k = 0                  # the old log-probs at temperature 1
+    c.grpo.top_p = 1.0
+    c.grpo.min_p = 0.0
+    c.grpo.logprob_micro_batch = 0    # rows per reference / old log-prob pass; 0: auto
     c.grpo.max_new_tokens = 96
     c.grpo.max_prompt_tokens = 32     # tiny prompts have <= 32 tokens; rollouts are packed to
                                       # max_prompt_tokens + max_new_tokens = 128
     c.grpo.accuracy_weight = 1.0
     c.grpo.format_weight = 0.5
     c.grpo.language_weight = 0.0
+    c.grpo.repetition_weight = 0.0    # weight of the repetition penalty (in [-1, 0])
+    c.grpo.length_reward = "none"     # "cosine": accuracy scaled by length (Yeo et al. 2025)
+    c.grpo.partial_format = False     # partial credit in the format reward
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_problems = 100         # held-out (test split) problems, the same for base and

@@ -13,8 +13,16 @@ def _config(variant="tiny"):
 
 
 def test_config_variants_and_typos_fail_with_the_field_name():
-    for variant in ("tiny", "qwen2.5-0.5b", "qwen2.5-1.5b"):
-        r1_zero.settings(_config(variant))
+    r1_zero.settings(_config("tiny"))
+    for variant in ("qwen2.5-0.5b", "qwen2.5-1.5b"):
+        c = _config(variant)
+        with pytest.raises(ValueError, match="needs config.model.path"):
+            r1_zero.settings(c)   # a real-scale variant names what it still needs
+        c.model.path = "/data/qwen"
+        with pytest.raises(ValueError, match="needs config.task.train_path"):
+            r1_zero.settings(c)
+        c.task.train_path, c.task.test_path = "train.jsonl", "test.jsonl"
+        r1_zero.settings(c)
     with pytest.raises(ValueError, match="variant"):
         _config("gpt-5")
     c = _config()
@@ -31,6 +39,30 @@ def test_bad_grpo_values_fail_before_any_work(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         r1_zero.run(c, str(tmp_path), show_progress=False)
     assert not os.listdir(tmp_path)  # nothing was started
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("grpo.learning_rate", -1e-3, "config.grpo.learning_rate must be > 0, got -0.001"),
+    ("pretrain.learning_rate", 0.0, "config.pretrain.learning_rate must be > 0"),
+    ("eval.num_problems", 0, "config.eval.num_problems must be an int > 0, got 0"),
+    ("grpo.prompts_per_step", 0, "config.grpo.prompts_per_step must be an int > 0"),
+    ("grpo.max_new_tokens", -5, "config.grpo.max_new_tokens"),
+    ("grpo.temperature", 0.0, "config.grpo.temperature must be > 0"),
+    ("grpo.top_p", 1.5, "config.grpo.top_p must be in"),
+    ("eval.every", -1, "config.eval.every must be an int >= 0"),
+    ("task.name", "gsm8k", "needs config.model.path"),
+    ("task.checker", "sympy", "config.task.checker must be one of"),
+    ("grpo.length_reward", "cos", "length_reward"),
+    ("grpo.overlong_cache_len", -1, "overlong_cache_len")])
+def test_bad_values_fail_in_seconds_naming_the_full_field(tmp_path, path, value, message):
+    import time
+    c = _config()
+    section, name = path.split(".")
+    c[section][name] = value
+    t0 = time.time()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        r1_zero.run(c, str(tmp_path), show_progress=False)
+    assert time.time() - t0 < 10 and not os.listdir(tmp_path)  # before any work
 
 
 def test_bad_task_fails_with_the_field_name(tmp_path):
@@ -125,3 +157,15 @@ def test_tiny_r1_zero_learns(tmp_path):
     assert results["format_rate"] >= 0.95, results["format_rate"]
     for png in ("grpo_training.png", "grpo_heldout.png", "pretrain_loss.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_every_grpo_setting_reaches_the_loop():
+    c = _config()
+    c.grpo.top_p, c.grpo.top_k, c.grpo.temperature = 0.9, 20, 0.7
+    c.grpo.overlong_cache_len, c.grpo.logprob_micro_batch = 16, 32
+    c.grpo.repetition_weight, c.grpo.length_reward, c.grpo.partial_format = 0.5, "cosine", True
+    grpo_cfg, rollout, _ = r1_zero.settings(c)
+    assert (rollout.top_p, rollout.top_k, rollout.temperature) == (0.9, 20, 0.7)
+    assert rollout.tempered and rollout.partial_format and rollout.length_reward == "cosine"
+    assert rollout.repetition_weight == 0.5
+    assert grpo_cfg.overlong_cache_len == 16 and grpo_cfg.logprob_micro_batch == 32

@@ -17,8 +17,50 @@ import time
 import jax
 import numpy as np
 
-from r1jax import evaluation, grpo, pretrain, prompts, sharding, stats, tasks, train
+from r1jax import evaluation, grpo, pretrain, prompts, rewards, sharding, stats, tasks, train
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
+
+
+def _check_values(c) -> None:
+    """Counts, lengths, rates and learning rates of config `c`, each named by its full path."""
+    def need(ok: bool, path: str, what: str):
+        if not ok:
+            raise ValueError(f"config.{path} must be {what}, got {_get(c, path)!r}")
+    for path in ("grpo.steps", "grpo.prompts_per_step", "grpo.num_generations",
+                 "grpo.max_new_tokens", "grpo.max_prompt_tokens", "grpo.grad_accum",
+                 "eval.num_problems", "eval.num_samples", "eval.curve_samples",
+                 "pretrain.batch_size", "pretrain.seq_len", "pretrain.num_examples",
+                 "checkpoint_every", "keep_checkpoints"):
+        v = _get(c, path)
+        need(isinstance(v, int) and not isinstance(v, bool) and v > 0, path, "an int > 0")
+    for path in ("pretrain.steps", "pretrain.warmup_steps", "grpo.warmup_steps", "eval.every",
+                 "grpo.top_k"):
+        v = _get(c, path)
+        need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, path, "an int >= 0")
+    for path in ("grpo.learning_rate", "pretrain.learning_rate", "grpo.temperature"):
+        need(_get(c, path) > 0, path, "> 0")
+    need(c.eval.temperature >= 0, "eval.temperature", ">= 0 (0: greedy)")
+    need(0 < c.grpo.top_p <= 1, "grpo.top_p", "in (0, 1]")
+    need(0 <= c.grpo.min_p < 1, "grpo.min_p", "in [0, 1)")
+    need(0 <= c.pretrain.weight_decay, "pretrain.weight_decay", ">= 0")
+    need(all(isinstance(k, int) and k > 0 for k in c.eval.pass_ks), "eval.pass_ks",
+         "a tuple of ints > 0")
+    if c.task.name not in tasks.TASK_NAMES and not c.model.path:
+        raise ValueError(f"config.task.name={c.task.name!r} needs config.model.path (a local "
+                         "Hugging Face folder): the tiny base is pretrained on the synthetic "
+                         f"tasks {tasks.TASK_NAMES} only")
+    if c.task.name not in tasks.TASK_NAMES and not (c.task.train_path and c.task.test_path):
+        raise ValueError(f"config.task.name={c.task.name!r} needs config.task.train_path and "
+                         "config.task.test_path (local JSONL files)")
+    if c.task.checker not in rewards.CHECKERS:
+        raise ValueError(f"config.task.checker must be one of {rewards.CHECKERS}, got "
+                         f"{c.task.checker!r}")
+
+
+def _get(c, path: str):
+    for key in path.split("."):
+        c = c[key]
+    return c
 
 
 def settings(c) -> tuple[grpo.GRPOConfig, train.RolloutConfig, train.LoopConfig]:
@@ -30,20 +72,24 @@ def settings(c) -> tuple[grpo.GRPOConfig, train.RolloutConfig, train.LoopConfig]
     if c.task.template not in prompts.TEMPLATES:
         raise ValueError(f"config.task.template must be one of {sorted(prompts.TEMPLATES)}, got "
                          f"{c.task.template!r}")
+    _check_values(c)
+    g = c.grpo
     grpo_cfg = grpo.GRPOConfig(
-        num_generations=c.grpo.num_generations, beta=c.grpo.beta,
-        epsilon_low=c.grpo.epsilon_low, epsilon_high=c.grpo.epsilon_high,
-        num_iterations=c.grpo.num_iterations, aggregation=c.grpo.aggregation,
-        advantage_scale=c.grpo.advantage_scale, dynamic_sampling=c.grpo.dynamic_sampling,
-        overlong_filter=c.grpo.overlong_filter, grad_accum=c.grpo.grad_accum,
-        max_len=c.grpo.max_new_tokens)
+        num_generations=g.num_generations, beta=g.beta, epsilon_low=g.epsilon_low,
+        epsilon_high=g.epsilon_high, num_iterations=g.num_iterations,
+        aggregation=g.aggregation, advantage_scale=g.advantage_scale,
+        dynamic_sampling=g.dynamic_sampling, overlong_filter=g.overlong_filter,
+        overlong_cache_len=g.overlong_cache_len, grad_accum=g.grad_accum,
+        max_len=g.max_new_tokens, logprob_micro_batch=g.logprob_micro_batch)
     rollout = train.RolloutConfig(
-        prompts_per_step=c.grpo.prompts_per_step, max_new_tokens=c.grpo.max_new_tokens,
-        max_prompt_tokens=c.grpo.max_prompt_tokens, temperature=c.grpo.temperature,
-        template=c.task.template, accuracy_weight=c.grpo.accuracy_weight,
-        format_weight=c.grpo.format_weight, language_weight=c.grpo.language_weight)
-    loop = train.LoopConfig(steps=c.grpo.steps, learning_rate=c.grpo.learning_rate,
-                            warmup_steps=c.grpo.warmup_steps, schedule="constant",
+        prompts_per_step=g.prompts_per_step, max_new_tokens=g.max_new_tokens,
+        max_prompt_tokens=g.max_prompt_tokens, temperature=g.temperature, top_k=g.top_k,
+        top_p=g.top_p, min_p=g.min_p, template=c.task.template,
+        accuracy_weight=g.accuracy_weight, format_weight=g.format_weight,
+        partial_format=g.partial_format, language_weight=g.language_weight,
+        repetition_weight=g.repetition_weight, length_reward=g.length_reward)
+    loop = train.LoopConfig(steps=g.steps, learning_rate=g.learning_rate,
+                            warmup_steps=g.warmup_steps, schedule="constant",
                             checkpoint_every=c.checkpoint_every,
                             keep_checkpoints=c.keep_checkpoints, seed=c.seed)
     return grpo_cfg, rollout, loop
