@@ -66,7 +66,7 @@ class ModelConfig:
           "block"  store only each layer's input and recompute the layer in the backward:
                    activations O(L * B * T * D) plus one layer's working set, whose MLP
                    part is bounded by running passes over more than `mlp_chunk` tokens
-                   in sequence chunks (`chunked_mlp`);
+                   in sequence chunks (`swiglu`);
           "dots"   store the outputs of the weight matmuls (q/k/v/o projections, MLP), and
                    recompute attention and the elementwise ops
                    (`jax.checkpoint_policies.dots_with_no_batch_dims_saveable`).
@@ -88,10 +88,6 @@ class ModelConfig:
       attention_block: query / key block length of "chunked" attention (blocks are evened
         out so that padding stays below one block / number of blocks).
       mlp_chunk: tokens (rows x positions) per MLP chunk under remat "block".
-      scan_unroll: layers per iteration of the full passes' layer scan; 0 (default): all of
-        them when n_layers <= 4 (tiny models: XLA:CPU then keeps each layer's activations in
-        buffers of their own instead of the scan's stacked ones, which halved the tiny
-        model's update time on CPU), else 1 (compile time independent of depth).
     """
 
     vocab_size: int
@@ -113,7 +109,6 @@ class ModelConfig:
     attention: str = "auto"
     attention_block: int = 512
     mlp_chunk: int = 16384
-    scan_unroll: int = 0
 
     def __post_init__(self):
         if isinstance(self.remat, bool):  # the historical flag (configs, old checkpoints)
@@ -122,10 +117,6 @@ class ModelConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"ModelConfig.{name} must be one of {choices}, got "
                                  f"{getattr(self, name)!r}")
-        if (not isinstance(self.scan_unroll, int) or isinstance(self.scan_unroll, bool)
-                or self.scan_unroll < 0):
-            raise ValueError(f"ModelConfig.scan_unroll must be an int >= 0, got "
-                             f"{self.scan_unroll!r}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                      "head_dim", "d_ff", "max_seq_len", "attention_block", "mlp_chunk"):
             value = getattr(self, name)
@@ -156,13 +147,6 @@ class ModelConfig:
     @property
     def pdtype(self):
         return _DTYPES[self.param_dtype]
-
-    @property
-    def layers_per_scan_step(self) -> int:
-        """`scan_unroll` resolved (see the attribute)."""
-        if self.scan_unroll:
-            return min(self.scan_unroll, self.n_layers)
-        return self.n_layers if self.n_layers <= 4 else 1
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
@@ -485,31 +469,34 @@ def _chunked_bwd(block, res, dout_BTNH):
             dp = jnp.einsum("BQKRH,BCKH->BKRQC", do_BQKRH, v_blk,
                             preferred_element_type=jnp.float32)
             ds = (p * (dp - delta_BKRQ[..., None]) * scale).astype(q.dtype)
-            dq = dq + jnp.einsum("BKRQC,BCKH->BQKRH", ds, k_blk,
+            dq = dq + jnp.einsum("BKRQC,BCKH->BKRQH", ds, k_blk,
                                  preferred_element_type=jnp.float32)
-            dk_blk = jnp.einsum("BKRQC,BQKRH->BCKH", ds, q_BQKRH,
+            dk_blk = jnp.einsum("BKRQC,BQKRH->BKCH", ds, q_BQKRH,
                                 preferred_element_type=jnp.float32)
-            dv_blk = jnp.einsum("BKRQC,BQKRH->BCKH", p.astype(do.dtype), do_BQKRH,
+            dv_blk = jnp.einsum("BKRQC,BQKRH->BKCH", p.astype(do.dtype), do_BQKRH,
                                 preferred_element_type=jnp.float32)
             dk = jax.lax.dynamic_update_slice_in_dim(
-                dk, jax.lax.dynamic_slice_in_dim(dk, j * Ck, Ck, axis=1) + dk_blk, j * Ck, 1)
+                dk, jax.lax.dynamic_slice_in_dim(dk, j * Ck, Ck, axis=2) + dk_blk, j * Ck, 2)
             dv = jax.lax.dynamic_update_slice_in_dim(
-                dv, jax.lax.dynamic_slice_in_dim(dv, j * Ck, Ck, axis=1) + dv_blk, j * Ck, 1)
+                dv, jax.lax.dynamic_slice_in_dim(dv, j * Ck, Ck, axis=2) + dv_blk, j * Ck, 2)
             return dq, dk, dv
 
-        dq = jnp.zeros(q_BQKRH.shape, jnp.float32)
+        dq = jnp.zeros((B, K, R, Cq, H), jnp.float32)   # the layout the einsum gives
         dq, dk, dv = _over_key_blocks(key_block, pos_BQ, Ck, nk, (dq, dk, dv))
         return (dk, dv), dq
 
-    zeros = jnp.zeros(k.shape, jnp.float32)
+    zeros = jnp.zeros((B, K, k.shape[1], H), jnp.float32)   # dk, dv as the einsums give them
     xs = (q, pos, do, lse, delta)
     if nq == 1:
         (dk, dv), dq = query_block((zeros, zeros), jax.tree.map(lambda x: x[0], xs))
         dq = dq[None]
     else:
         (dk, dv), dq = jax.lax.scan(query_block, (zeros, zeros), xs)
-    dq_BTNH = dq.swapaxes(0, 1).reshape(B, nq * Cq, N, H)[:, :T].astype(q_BTNH.dtype)
-    return (dq_BTNH, dk[:, :S].astype(k_BSKH.dtype), dv[:, :S].astype(v_BSKH.dtype), None)
+    # [nq, B, K, R, Cq, H] -> [B, T, N, H]
+    dq_BTNH = dq.transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * Cq, N, H)[:, :T]
+    dq_BTNH = dq_BTNH.astype(q_BTNH.dtype)
+    dk_BSKH, dv_BSKH = (d[:, :, :S].swapaxes(1, 2) for d in (dk, dv))
+    return (dq_BTNH, dk_BSKH.astype(k_BSKH.dtype), dv_BSKH.astype(v_BSKH.dtype), None)
 
 
 chunked_attention.defvjp(_chunked_fwd, _chunked_bwd)
@@ -566,12 +553,6 @@ def attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, positions_BT: Array,
     return dot_product_attention(q_BTNH, k_BSKH, v_BSKH, positions_BT, causal, cfg)
 
 
-def _swiglu(x_BTD: Array, gate_DF: Array, up_DF: Array, down_FD: Array, shard) -> Array:
-    h = shard(jax.nn.silu(_dense(x_BTD, gate_DF)) * _dense(x_BTD, up_DF),
-              ("batch", "length", "mlp"))
-    return _dense(h, down_FD)
-
-
 def _to_chunks(x_BTX: Array, n: int, c: int) -> Array:
     """[B, T, ...] -> [n, B, c, ...]: n sequence chunks of c positions (T padded)."""
     x = _pad_axis1(x_BTX, n * c)
@@ -583,36 +564,50 @@ def _from_chunks(x_nBcX: Array, T: int) -> Array:
     return x_nBcX.swapaxes(0, 1).reshape(B, n * c, *x_nBcX.shape[3:])[:, :T]
 
 
+def _swiglu_gate_up(x_BTD, gate_DF, up_DF):
+    return _dense(x_BTD, gate_DF), _dense(x_BTD, up_DF)
+
+
+def _swiglu_out(g_BTF, u_BTF, down_FD, shard):
+    h = shard(jax.nn.silu(g_BTF) * u_BTF, ("batch", "length", "mlp"))
+    return _dense(h, down_FD)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def chunked_mlp(x_BTD: Array, gate_DF: Array, up_DF: Array, down_FD: Array, chunks: int,
-                shard=_identity_shard) -> Array:
-    """The SwiGLU MLP over `chunks` sequence chunks in turn (a lax.map), with a custom
-    backward that recomputes each chunk's [B, T / chunks, F] intermediates from the input
-    (which is all it keeps): the MLP's working set is that of one chunk in both passes."""
-    return _chunked_mlp_fwd(x_BTD, gate_DF, up_DF, down_FD, chunks, shard)[0]
+def swiglu(x_BTD: Array, gate_DF: Array, up_DF: Array, down_FD: Array, chunks: int = 1,
+           shard=_identity_shard) -> Array:
+    """The SwiGLU MLP down(silu(x gate) * (x up)) with a custom backward.
+
+    chunks == 1: the backward keeps x and the two [B, T, F] matmul outputs (autodiff keeps
+    about five [B, T, F] arrays: sigmoid, silu and their products too) and recomputes the
+    elementwise part. chunks > 1: both passes run over sequence chunks in turn (a lax.map /
+    lax.scan), and the backward keeps only x, recomputing each chunk's matmuls: the MLP's
+    working set is that of one chunk.
+    """
+    return _swiglu_fwd(x_BTD, gate_DF, up_DF, down_FD, chunks, shard)[0]
 
 
-def _chunked_mlp_fwd(x_BTD, gate_DF, up_DF, down_FD, chunks, shard):
+def _swiglu_fwd(x_BTD, gate_DF, up_DF, down_FD, chunks, shard):
+    weights = (gate_DF, up_DF, down_FD)
+    if chunks == 1:
+        g, u = _swiglu_gate_up(x_BTD, gate_DF, up_DF)
+        return _swiglu_out(g, u, down_FD, shard), (x_BTD, g, u, weights)
     T = x_BTD.shape[1]
     n, c = _blocks(T, -(-T // chunks))
-    y = jax.lax.map(lambda x: _swiglu(x, gate_DF, up_DF, down_FD, shard),
+    y = jax.lax.map(lambda x: _swiglu_out(*_swiglu_gate_up(x, gate_DF, up_DF), down_FD, shard),
                     _to_chunks(x_BTD, n, c))
-    return _from_chunks(y, T), (x_BTD, gate_DF, up_DF, down_FD)
+    return _from_chunks(y, T), (x_BTD, None, None, weights)
 
 
-def _chunked_mlp_bwd(chunks, shard, res, dy_BTD):
-    x_BTD, gate_DF, up_DF, down_FD = res
-    T = x_BTD.shape[1]
-    n, c = _blocks(T, -(-T // chunks))
+def _swiglu_bwd(chunks, shard, res, dy_BTD):
+    x_BTD, g_BTF, u_BTF, (gate_DF, up_DF, down_FD) = res
 
     def wgrad(a, b):   # a^T b over all rows and positions, float32
         return jnp.einsum("ix,iy->xy", a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]),
                           preferred_element_type=jnp.float32)
 
-    def chunk(acc, xs):
-        x, dy = xs
-        g = _dense(x, gate_DF)
-        u = _dense(x, up_DF)
+    def grads(x, g, u, dy):
+        """(dx, (d gate, d up, d down)) of one chunk."""
         sig = jax.nn.sigmoid(g)
         act = g * sig
         h = shard(act * u, ("batch", "length", "mlp"))
@@ -620,29 +615,38 @@ def _chunked_mlp_bwd(chunks, shard, res, dy_BTD):
         du = dh * act
         dg = dh * u * (sig * (1 + g * (1 - sig)))
         dx = _dense(dg, gate_DF.T) + _dense(du, up_DF.T)
-        acc = (acc[0] + wgrad(x, dg), acc[1] + wgrad(x, du), acc[2] + wgrad(h, dy))
-        return acc, dx
+        return dx, (wgrad(x, dg), wgrad(x, du), wgrad(h, dy))
 
-    zeros = tuple(jnp.zeros(w.shape, jnp.float32) for w in (gate_DF, up_DF, down_FD))
-    (dg, du, dd), dx = jax.lax.scan(chunk, zeros, (_to_chunks(x_BTD, n, c),
-                                                   _to_chunks(dy_BTD, n, c)))
-    return (_from_chunks(dx, T).astype(x_BTD.dtype), dg.astype(gate_DF.dtype),
-            du.astype(up_DF.dtype), dd.astype(down_FD.dtype))
+    if g_BTF is not None:
+        dx, dws = grads(x_BTD, g_BTF, u_BTF, dy_BTD)
+    else:
+        T = x_BTD.shape[1]
+        n, c = _blocks(T, -(-T // chunks))
+
+        def chunk(acc, xs):
+            x, dy = xs
+            dx, dws = grads(x, *_swiglu_gate_up(x, gate_DF, up_DF), dy)
+            return jax.tree.map(jnp.add, acc, dws), dx
+
+        zeros = tuple(jnp.zeros(w.shape, jnp.float32) for w in (gate_DF, up_DF, down_FD))
+        dws, dx = jax.lax.scan(chunk, zeros, (_to_chunks(x_BTD, n, c),
+                                              _to_chunks(dy_BTD, n, c)))
+        dx = _from_chunks(dx, T)
+    return (dx.astype(x_BTD.dtype),) + tuple(
+        d.astype(w.dtype) for d, w in zip(dws, (gate_DF, up_DF, down_FD)))
 
 
-chunked_mlp.defvjp(_chunked_mlp_fwd, _chunked_mlp_bwd)
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 def _mlp(layer: Params, x_BTD: Array, cfg: ModelConfig, shard) -> Array:
-    """SwiGLU. Under remat "block" (the block is recomputed in the backward anyway) a pass
-    over more than cfg.mlp_chunk tokens runs as `chunked_mlp`."""
+    """`swiglu`; under remat "block" (the block is recomputed in the backward anyway) a pass
+    over more than cfg.mlp_chunk tokens runs in sequence chunks."""
     dt = cfg.dtype
     weights = (layer["gate"].astype(dt), layer["up"].astype(dt), layer["down"].astype(dt))
     B, T = x_BTD.shape[:2]
-    chunks = min(T, -(-B * T // cfg.mlp_chunk))
-    if cfg.remat == "block" and chunks > 1:
-        return chunked_mlp(x_BTD, *weights, chunks, shard)
-    return _swiglu(x_BTD, *weights, shard)
+    chunks = min(T, -(-B * T // cfg.mlp_chunk)) if cfg.remat == "block" else 1
+    return swiglu(x_BTD, *weights, chunks, shard)
 
 
 def _block(layer: Params, x_BTD: Array, positions_BT: Array, cfg, inv_freq, shard,
@@ -687,7 +691,7 @@ def _trunk(params: Params, tokens_BT: Array, cfg: ModelConfig, shard) -> tuple[A
     elif cfg.remat == "dots":
         body = jax.checkpoint(body, prevent_cse=False,
                               policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-    return jax.lax.scan(body, x, params["layers"], unroll=cfg.layers_per_scan_step)
+    return jax.lax.scan(body, x, params["layers"])
 
 
 def hidden_states(params: Params, tokens_BT: Array, cfg: ModelConfig, shard: ShardFn = None

@@ -126,7 +126,7 @@ def test_bf16_compute_runs_and_is_close():
                                          ("compute_dtype", "fp8"), ("rope_scaling", (1.0,)),
                                          ("vocab_size", 2.5), ("remat", "full"),
                                          ("attention", "flash"), ("attention_block", 0),
-                                         ("mlp_chunk", -1), ("scan_unroll", -1)])
+                                         ("mlp_chunk", -1)])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SMALL.replace(**{field: value})
@@ -169,8 +169,7 @@ def _logits_and_grads(cfg):
     dict(attention="chunked", remat="block", attention_block=5, mlp_chunk=8),  # chunked MLP
     dict(attention="chunked", remat="dots"),
     dict(attention="dot_product", remat="block"),
-    dict(attention="auto", remat="block", mlp_chunk=64),
-    dict(attention="xla", scan_unroll=1)])                # a loop over the layers
+    dict(attention="auto", remat="block", mlp_chunk=64)])
 def test_attention_and_remat_variants_equal_xla(variant):
     """Logits and gradients of every attention implementation / remat policy equal the
     materialised-scores reference in float32."""
