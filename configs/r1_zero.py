@@ -116,7 +116,9 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
         c.grpo.max_new_tokens = 512
         c.grpo.max_prompt_tokens = 256
         c.grpo.num_generations = 16
-        c.grpo.grad_accum = 16        # 256 rollouts of 768 tokens: 16 per micro-batch
+        # 256 rollouts of 768 tokens in micro-batches of 128 (0.5b) / 64 (1.5b) rows: update
+        # temporaries about 19 / 30 GiB (RESULTS.md, "Memory: sizing without a device").
+        c.grpo.grad_accum = 2 if variant == "qwen2.5-0.5b" else 4
         c.eval.num_problems = 200
         c.eval.num_samples = 1
         c.eval.every = 20
