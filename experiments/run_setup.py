@@ -55,3 +55,52 @@ def parse_flags(argv: list[str]) -> list[str]:
         msg = " ".join(msg.replace("\\n", " ").replace("\\'", "'").replace("'", "").split())
         bad = [a for a in argv[1:] if a.startswith("--config.")]
         sys.exit(f"error: bad config override {' '.join(bad)}: {msg}")
+
+
+def log_phases() -> None:
+    """Prints the library's phase lines ("pretrain: resuming at step 600 of 800 from ...",
+    "evaluation of the base model: reusing ...") on stderr, prefixed with "r1jax: "."""
+    import logging
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("r1jax: %(message)s"))
+    logger = logging.getLogger("r1jax")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # absl's root handler would print it again
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def configs_overview(configs_dir: str = CONFIGS) -> str:
+    """For --help: each config file's variants (the indented lines of its docstring's
+    "Variants" block) and its sections of fields (each field is commented in the file)."""
+    import importlib.util
+    lines = ["Configs (--config configs/FILE.py:VARIANT; override any field with "
+             "--config.SECTION.FIELD=VALUE):"]
+    for name in sorted(n for n in os.listdir(configs_dir) if n.endswith(".py")):
+        spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(configs_dir, name))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        doc = (module.__doc__ or "").splitlines()
+        start = next((i for i, l in enumerate(doc) if l.startswith("Variants")), None)
+        variants = []
+        for line in doc[start + 1:] if start is not None else []:
+            if not line.startswith("  "):
+                break
+            variants.append(line)
+        fields = module.get_config()
+        sections = [f"{k}.*" if hasattr(v, "keys") else k for k, v in fields.items()]
+        title = " ".join(doc[:doc.index("")] if "" in doc else doc).split(". ")[0]
+        scripts = [f"experiments/{n}" for n in sorted(os.listdir(os.path.dirname(__file__)))
+                   if n.endswith(".py") and f"configs/{name}:" in _read(n)]
+        runner = f"run by {', '.join(scripts)}" if scripts else "nested in another config"
+        lines += ["", f"configs/{name} ({runner}): {title}", *variants,
+                  f"  fields: {', '.join(sections)} (each commented in configs/{name})"]
+    return "\n".join(lines)
+
+
+def _read(script: str) -> str:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), script),
+              encoding="utf-8") as f:
+        return f.read()

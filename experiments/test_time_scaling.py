@@ -24,6 +24,7 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    run_setup.log_phases()
     from r1jax.recipes import test_time_scaling as scaling
     run_setup.prepare_workdir(_CONFIG.value, _WORKDIR.value, sys.argv)
     results = run_setup.run_or_exit(scaling.run, _CONFIG.value, _WORKDIR.value)
@@ -32,4 +33,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    __doc__ += "\n" + run_setup.configs_overview()  # --help lists the configs and variants
     app.run(main, flags_parser=run_setup.parse_flags)

@@ -24,6 +24,7 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    run_setup.log_phases()  # each phase says that it starts, resumes or is reused
     from r1jax import distributed
     from r1jax.recipes import r1_zero
     # Multi-host: R1JAX_* variables, or JAX's own cluster detection (TPU pods, SLURM, Open MPI,
@@ -38,4 +39,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    __doc__ += "\n" + run_setup.configs_overview()  # --help lists the configs and variants
     app.run(main, flags_parser=run_setup.parse_flags)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import dataclasses
+import logging
 import signal
 import time
 from typing import Callable, Optional, Sequence
@@ -28,6 +29,9 @@ from r1jax import sampler as sampler_lib
 from r1jax.model import ModelConfig
 from r1jax.reporting import MetricWriter
 from r1jax.train_state import TrainState, make_optimizer, make_schedule
+
+# Where each loop starts or resumes (INFO; entry points print it, the library stays quiet).
+log = logging.getLogger("r1jax")
 
 
 class NonFiniteError(FloatingPointError):
@@ -137,11 +141,18 @@ def _place(state: TrainState, cfg: ModelConfig, mesh):
     return jax.device_put(state, state_sh), state_sh, batch_sh
 
 
-def _restore_or(manager: ckpt_lib.CheckpointManager, state: TrainState):
-    """(state, first step) from the newest readable checkpoint, or (state, 0)."""
+def _restore_or(manager: ckpt_lib.CheckpointManager, state: TrainState, stage: str,
+                total: int, workdir: str):
+    """(state, first step) from the newest readable checkpoint, or (state, 0); logs which."""
     if manager.latest_step() is None:
+        log.info("%s: starting (%d steps, checkpoints in %s)", stage, total, workdir)
         return state, 0
     r = manager.restore(target={"params": state.params, "opt_state": state.opt_state})
+    if r.step >= total:
+        log.info("%s: already complete (step %d), reusing its checkpoint in %s", stage, r.step,
+                 workdir)
+    else:
+        log.info("%s: resuming at step %d of %d from %s", stage, r.step, total, workdir)
     return state.replace(params=r.params, opt_state=r.opt_state,
                          step=jnp.asarray(r.step, jnp.int32)), r.step
 
@@ -164,7 +175,7 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
     `loop.checkpoint_every` steps and on SIGTERM/SIGINT (then raises Preempted), resumes from
     `workdir`, stops with NonFiniteError on a NaN/Inf loss (the last good checkpoint intact)."""
     manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, state)
+    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
     num_examples = len(next(iter(data.values())))
     bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
                total=loop.steps)
@@ -409,7 +420,7 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
         return batch if batch_sharding is None else jax.device_put(batch, batch_sharding)
 
     manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, state)
+    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
     base_key = jax.random.key(loop.seed)
     bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
                total=loop.steps)

@@ -80,3 +80,42 @@ def test_misspelt_field_fails_in_seconds_without_a_traceback(tmp_path):
     assert out.returncode != 0 and time.time() - t0 < 60
     assert "lerning_rate" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_help_lists_each_config_its_variants_and_fields(tmp_path):
+    out = _entry(["--help"], tmp_path)  # absl's --help exits with 1 after printing
+    for text in ("configs/r1_zero.py (run by experiments/train.py)", "qwen2.5-1.5b",
+                 "configs/test_time_scaling.py (run by experiments/test_time_scaling.py)",
+                 "fields: checkpoint_every, eval.*, grpo.*", "--workdir"):
+        assert text in out.stdout, text
+
+
+SMALL = ["--config.pretrain.steps=2", "--config.pretrain.num_examples=64",
+         "--config.pretrain.batch_size=4", "--config.pretrain.warmup_steps=1",
+         "--config.grpo.steps=1", "--config.grpo.prompts_per_step=2",
+         "--config.grpo.num_generations=2", "--config.grpo.max_new_tokens=8",
+         "--config.grpo.warmup_steps=0", "--config.eval.num_problems=2",
+         "--config.eval.num_samples=2", "--config.eval.pass_ks=(1,2)",
+         "--config.eval.every=0", "--config.checkpoint_every=1"]
+
+
+def test_each_phase_says_it_starts_and_a_restart_says_what_it_reuses(tmp_path):
+    """A run logs each phase; the same command again finds every stage complete and reuses the
+    stored base evaluation instead of evaluating the base again."""
+    args = [f"--config={REPO}/configs/r1_zero.py:tiny", f"--workdir={tmp_path}/w", *SMALL]
+    first = _entry(args, tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for text in ("r1jax: pretrain: starting (2 steps", "r1jax: evaluation of the base model: 2 "
+                 "held-out problems", "r1jax: grpo: starting (1 steps",
+                 "r1jax: evaluation of the final policy", "r1jax: writing results.json"):
+        assert text in first.stderr, text
+    rows = (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
+    again = _entry(args, tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for text in ("r1jax: pretrain: already complete (step 2)", "r1jax: evaluation of the base "
+                 "model: reusing", "r1jax: grpo: already complete (step 1)"):
+        assert text in again.stderr, text
+    assert "evaluation of the base model: 2 held-out" not in again.stderr
+    base_rows = [r for r in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
+                 if '"step": 0' in r and "eval_accuracy" in r]
+    assert len(base_rows) == 1 and len(rows) > 0  # the base's row is not written twice

@@ -11,6 +11,7 @@ problems; where the time went), `metrics.jsonl`, TensorBoard events and PNG plot
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from r1jax import evaluation, grpo, pretrain, prompts, rewards, sharding, stats, tasks, train
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
+
+log = logging.getLogger("r1jax")
 
 
 def _check_values(c) -> None:
@@ -120,6 +123,29 @@ def _curve_metrics(greedy: dict, sampled: dict) -> dict:
     return out
 
 
+def _stored_base_evaluation(c, workdir: str, evaluate_base) -> tuple[tuple[dict, dict], bool]:
+    """((greedy, sampled), reused): the base policy's held-out evaluation, computed once per
+    workdir. A restarted run reads `<workdir>/base_eval.json` when it was made with the same
+    model, task, pretraining, evaluation and seed settings, and evaluates again otherwise."""
+    path = os.path.join(workdir, "base_eval.json")
+    settings_ = json.loads(json.dumps(
+        {"seed": c.seed, "max_new_tokens": c.grpo.max_new_tokens,
+         **{k: c[k].to_dict() for k in ("model", "task", "pretrain", "eval")}}, default=str))
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+        if stored.get("settings") == settings_:
+            log.info("evaluation of the base model: reusing %s", path)
+            return (stored["greedy"], stored["sampled"]), True
+    log.info("evaluation of the base model: %d held-out problems, greedy and %d samples each",
+             c.eval.num_problems, c.eval.num_samples)
+    greedy, sampled = evaluate_base()
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"settings": settings_, "greedy": greedy, "sampled": sampled}, f, default=float)
+    os.replace(path + ".tmp", path)
+    return (greedy, sampled), False
+
+
 def _pass_per_problem(per_problem, n: int, k: int) -> list[float]:
     """Per-problem unbiased pass@k from each problem's mean correctness over n samples."""
     return [stats.pass_at_k(n, int(round(a * n)), k) for a in per_problem]
@@ -191,9 +217,10 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     curve = _evaluations(c, cfg, tok, eval_problems, eval_key, shard, c.eval.curve_samples)
 
     t = time.time()
-    base = full(params, 0)
+    base, reused = _stored_base_evaluation(c, workdir, lambda: full(params, 0))
     seconds["base_eval"] = time.time() - t
-    writer.write(0, {f"eval_{k}": v for k, v in _curve_metrics(*base).items()}, "grpo")
+    if not reused:  # a restarted run logged this row the first time
+        writer.write(0, {f"eval_{k}": v for k, v in _curve_metrics(*base).items()}, "grpo")
     if c.task.name in tasks.TASK_NAMES:
         def train_problems(step, round_):
             return tasks.generate(c.task.name, c.seed * 1_000_003 + step * 97 + round_,
@@ -221,6 +248,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     seconds["grpo"] = time.time() - t
     seconds["curve_evals"] = curve_seconds[0]
     t = time.time()
+    log.info("evaluation of the final policy: %d held-out problems", c.eval.num_problems)
     final = full(params, c.grpo.steps)
     seconds["final_eval"] = time.time() - t
     writer.write(c.grpo.steps, {f"eval_{k}": v for k, v in _curve_metrics(*final).items()},
@@ -236,6 +264,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
         "base_examples": base[1]["examples"], "final_examples": final[1]["examples"],
         "base_greedy_examples": base[0]["examples"], "final_greedy_examples": final[0]["examples"],
     })
+    log.info("writing results.json and plots to %s", workdir)
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     make_plots(workdir)
