@@ -1,11 +1,14 @@
-"""The Colab notebooks: committed without outputs, parameters matching their configs, and
-executed end to end (a few steps) in a fresh python3 kernel, writing only into a tmp dir."""
+"""The Colab notebooks: committed without outputs, parameters matching their configs, an install
+cell that plans the right packages for each runtime, and executed end to end (a few steps) in a
+fresh python3 kernel, writing only into a tmp dir."""
 import ast
 import importlib.util
 import json
 import os
 import pathlib
+import subprocess
 import sys
+import zipfile
 
 import nbformat
 import pytest
@@ -40,6 +43,109 @@ def _literal_assignments(source: str) -> dict:
             except ValueError:
                 pass  # not a literal (e.g. workdir from the environment)
     return values
+
+
+def _cell(nb, cell_id: str):
+    cells = [c for c in nb.cells if c.get("id") == cell_id]
+    assert len(cells) == 1, f"expected one cell with id {cell_id!r}, found {len(cells)}"
+    return cells[0]
+
+
+def _install_cell_source() -> str:
+    return _cell(nbformat.read(R1_ZERO_NB, as_version=4), "r1zero-install").source
+
+
+def _install_functions() -> dict:
+    """The install cell's imports, constants and functions, without running its last line (the
+    call that installs)."""
+    module = ast.parse(_install_cell_source())
+    module.body = [n for n in module.body if not isinstance(n, ast.Expr)]
+    namespace = {}
+    exec(compile(module, "install cell", "exec"), namespace)
+    return namespace
+
+
+def _in_range_environment(requirements) -> dict:
+    """{name: version}: every requirement installed at its lower bound, jax CPU-only."""
+    from packaging.requirements import Requirement
+    env = {}
+    for line in requirements:
+        req = Requirement(line)
+        env[req.name] = next(s.version for s in req.specifier if s.operator == ">=")
+    env["jaxlib"] = env["jax"]
+    return env
+
+
+def test_install_plan_keeps_what_is_there_and_adds_the_runtime_backend():
+    f = _install_functions()
+    requirements = f["setup_requirements"]((REPO / "setup.py").read_text())
+    assert any(r.startswith("jax>=") for r in requirements)
+    assert "ml-collections>=1.0" in requirements and "numpy>=1.26" in requirements
+    plan, env = f["install_plan"], _in_range_environment(requirements)
+    jax_version = env["jax"]
+    # CPU with jax present: nothing for jax, nothing at all.
+    assert plan("cpu", requirements, env) == []
+    # GPU with a CPU-only jax: the CUDA build, keeping the installed jax version.
+    assert plan("gpu", requirements, env) == [f"jax[cuda12]=={jax_version}"]
+    # GPU where jax already has its CUDA plugin (Colab's GPU runtime): nothing.
+    assert plan("gpu", requirements, dict(env, jax_cuda12_plugin=jax_version)) == []
+    # TPU: jax[tpu], unless libtpu is installed.
+    assert plan("tpu", requirements, env) == [f"jax[tpu]=={jax_version}"]
+    assert plan("tpu", requirements, dict(env, libtpu="0.0.20")) == []
+    # No jax at all, or one outside the range: the runtime's build within setup.py's range.
+    no_jax = {k: v for k, v in env.items() if k != "jax"}
+    (gpu_jax,) = plan("gpu", requirements, no_jax)
+    assert gpu_jax.startswith("jax[cuda12]") and ">=0.10" in gpu_jax and "==" not in gpu_jax
+    assert plan("cpu", requirements, dict(env, jax="0.4.30")) == [
+        next(r for r in requirements if r.startswith("jax>="))]
+    # A missing requirement is installed (under either spelling of its name); present ones
+    # (numpy) are not, unless their version is out of range.
+    missing = {k: v for k, v in env.items() if k != "ml-collections"}
+    assert plan("cpu", requirements, missing) == ["ml-collections>=1.0"]
+    assert plan("cpu", requirements, dict(missing, ml_collections="1.1.0")) == []
+    assert not any(r.startswith("numpy") for r in plan("cpu", requirements, missing))
+    assert plan("cpu", requirements, dict(env, numpy="1.21.6")) == ["numpy>=1.26"]
+    # seqio (only r1jax.seqio_tasks imports it) is never installed by the notebook.
+    assert plan("cpu", requirements, {k: v for k, v in env.items() if k != "seqio"}) == []
+
+
+def test_install_cell_detects_the_runtime():
+    detect = _install_functions()["detect_runtime"]
+    assert detect({}, [], False) == "cpu"
+    assert detect({}, [], True) == "gpu"
+    assert detect({}, ["/dev/accel0"], False) == "tpu"
+    assert detect({"TPU_NAME": "local"}, [], False) == "tpu"
+    assert detect({"COLAB_TPU_ADDR": "10.0.0.2:8470"}, [], True) == "tpu"
+    assert detect({"TPU_NAME": ""}, [], False) == "cpu"
+
+
+def test_install_cell_finds_an_uploaded_checkout(tmp_path):
+    find = _install_functions()["find_checkout"]
+    assert find(str(tmp_path)) is None
+    # A GitHub "Download ZIP" of the repository, with its top folder.
+    archive = tmp_path / "r1jax-main.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("r1jax-main/setup.py", "")
+        z.writestr("r1jax-main/r1jax/__init__.py", "")
+        z.writestr("r1jax-main/configs/r1_zero.py", "")
+    found = pathlib.Path(find(str(tmp_path)))
+    assert found == tmp_path / "r1jax_repo"
+    assert (found / "setup.py").is_file() and (found / "r1jax" / "__init__.py").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1jax-main.zip", "r1jax_repo"]
+    # An uploaded folder named r1jax is found as it is.
+    other = tmp_path / "upload"
+    (other / "r1jax" / "r1jax").mkdir(parents=True)
+    (other / "r1jax" / "setup.py").write_text("")
+    (other / "r1jax" / "r1jax" / "__init__.py").write_text("")
+    assert pathlib.Path(find(str(other))) == other / "r1jax"
+
+
+def test_install_cell_installs_nothing_when_r1jax_is_importable(monkeypatch, capsys):
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"the install cell ran {args}")
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    exec(compile(_install_cell_source(), "install cell", "exec"), {})
+    assert "nothing to install" in capsys.readouterr().out
 
 
 def test_committed_without_outputs():
@@ -87,6 +193,7 @@ def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
     assert (workdir / "pretrain_loss.png").is_file()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
+    assert "nothing to install" in text
     assert "held-out accuracy" in text and "AFTER GRPO" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
