@@ -1,14 +1,18 @@
 """The Colab notebooks: committed without outputs, parameters matching their configs, an install
 cell that plans the right packages for each runtime, and executed end to end (a few steps) in a
-fresh python3 kernel, writing only into a tmp dir."""
+fresh python3 kernel, writing only into a tmp dir, with the teaching cells printing what they
+teach."""
 import ast
 import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import zipfile
+
+import numpy as np
 
 import nbformat
 import pytest
@@ -89,6 +93,7 @@ def test_install_plan_keeps_what_is_there_and_adds_the_runtime_backend():
     assert plan("gpu", requirements, env) == [f"jax[cuda12]=={jax_version}"]
     # GPU where jax already has its CUDA plugin (Colab's GPU runtime): nothing.
     assert plan("gpu", requirements, dict(env, jax_cuda12_plugin=jax_version)) == []
+    assert plan("gpu", requirements, {**env, "jax-cuda13-plugin": jax_version}) == []
     # TPU: jax[tpu], unless libtpu is installed.
     assert plan("tpu", requirements, env) == [f"jax[tpu]=={jax_version}"]
     assert plan("tpu", requirements, dict(env, libtpu="0.0.20")) == []
@@ -148,6 +153,18 @@ def test_install_cell_installs_nothing_when_r1jax_is_importable(monkeypatch, cap
     assert "nothing to install" in capsys.readouterr().out
 
 
+def test_readme_opens_the_notebook_in_colab():
+    """The README's "Open in Colab" link names this notebook, and the same repository as the
+    install cell's R1JAX_REPO_URL."""
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"https://colab\.research\.google\.com/github/([^/\s]+)/([^/\s]+)/blob/"
+                  r"[^/\s]+/([^)\s]+\.ipynb)", readme)
+    assert m, "README.md has no Open in Colab link"
+    owner, repo, path = m.groups()
+    assert (REPO / path).resolve() == R1_ZERO_NB
+    assert _install_functions()["R1JAX_REPO_URL"] == f"https://github.com/{owner}/{repo}"
+
+
 def test_committed_without_outputs():
     nb = nbformat.read(R1_ZERO_NB, as_version=4)
     nbformat.validate(nb)
@@ -191,9 +208,39 @@ def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
     assert results["grpo_steps"] == 3 and results["num_eval_problems"] == 16
     assert (workdir / "grpo_training.png").is_file()
     assert (workdir / "pretrain_loss.png").is_file()
+    def printed(cell_id):
+        return "".join(o.get("text", "") for o in _cell(nb, cell_id).outputs
+                       if o.get("name") == "stdout")
+
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
-    assert "nothing to install" in text
+    assert "nothing to install" in printed("r1zero-install")
+    # One completion: its rewards, the total the recipe's weights give (1.0 and 0.5).
+    m = re.search(r"rewards: accuracy ([01])\.0, format ([01])\.0, total (\d\.\d\d)",
+                  printed("r1zero-completion"))
+    assert m, printed("r1zero-completion")
+    assert float(m[3]) == pytest.approx(float(m[1]) + 0.5 * float(m[2]))
+    # One group: G rows of rewards and advantages, which are the formula's.
+    group = printed("r1zero-group")
+    rows = re.findall(r"^\s*\d+\s+[01]\.0\s+[01]\.0\s+(\d\.\d\d)\s+([+-]\d+\.\d{3})\s",
+                      group, re.MULTILINE)
+    assert len(rows) == 4, group   # G = 4 at smoke size
+    r, a = (np.array([float(x[i]) for x in rows]) for i in (0, 1))
+    expected = (r - r.mean()) / (r.std(ddof=1) + 1e-6) if r.std() > 0 else np.zeros_like(r)
+    np.testing.assert_allclose(a, expected, atol=2e-3)
+    assert "A_i = (r_i - mean) / (std + 1e-6)" in group
+    assert "advantages sum to 0 in every group: True" in group
+    # One step: the metrics of a first step (ratio 1, nothing clipped, no KL, loss -mean(A) = 0,
+    # a gradient), and G completions' log-probs before and after it.
+    step = printed("r1zero-step")
+    metrics = dict(re.findall(r"(\w+) (-?[\d.]+(?:e[+-]\d+)?)(?=,|\n)",
+                              step.split("step metrics: ")[1].split("\n")[0]))
+    assert set(metrics) >= {"loss", "pg_loss", "kl", "ratio_mean", "clip_frac", "entropy",
+                            "grad_norm"}, step
+    assert float(metrics["ratio_mean"]) == pytest.approx(1.0, abs=1e-4)
+    assert float(metrics["clip_frac"]) == 0.0 and float(metrics["kl"]) == pytest.approx(0.0)
+    assert abs(float(metrics["loss"])) < 1e-4 and float(metrics["grad_norm"]) > 0
+    assert len(re.findall(r"A\s+[+-]\d\.\d{3}\s+-?\d+\.\d{3} -> +-?\d+\.\d{3}", step)) == 4, step
     assert "held-out accuracy" in text and "AFTER GRPO" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
