@@ -3,6 +3,7 @@ cell that plans the right packages for each runtime, and executed end to end (a 
 fresh python3 kernel, writing only into a tmp dir, with the teaching cells printing what they
 teach."""
 import ast
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -151,6 +152,70 @@ def test_install_cell_installs_nothing_when_r1jax_is_importable(monkeypatch, cap
     monkeypatch.setattr(subprocess, "run", no_subprocess)
     exec(compile(_install_cell_source(), "install cell", "exec"), {})
     assert "nothing to install" in capsys.readouterr().out
+
+
+def _fake_checkout_zip(path: pathlib.Path) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("r1jax-main/setup.py", (REPO / "setup.py").read_text())
+        z.writestr("r1jax-main/r1jax/__init__.py", "")
+
+
+def test_install_cell_on_a_fresh_gpu_runtime(tmp_path, monkeypatch, capsys):
+    """Where r1jax is not importable: the uploaded zip is extracted, jax gets its CUDA build
+    when this environment's jax is CPU-only, and r1jax is installed with --no-deps."""
+    import jax  # noqa: F401  (imported before the cell replaces it: a restart is asked for)
+    f = _install_functions()
+    commands = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: commands.append(cmd))
+    monkeypatch.setitem(f, "r1jax_importable", lambda: False)
+    monkeypatch.setitem(f, "nvidia_smi_works", lambda: True)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("R1JAX_REPO", "")
+    monkeypatch.chdir(tmp_path)
+    _fake_checkout_zip(tmp_path / "r1jax-main.zip")
+    f["install_r1jax"]()
+    repo = str(tmp_path / "r1jax_repo")
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    installed = {f["canonical_name"](d.metadata["Name"])
+                 for d in importlib.metadata.distributions()}
+    cuda_jax = bool(installed & set(f["BACKEND_PACKAGES"]["gpu"]))
+    jax_build = [] if cuda_jax else [pip + [f"jax[cuda12]=={importlib.metadata.version('jax')}"]]
+    assert commands == jax_build + [pip + ["--no-deps", "-e", repo]]
+    assert sys.path[0] == repo and os.environ["R1JAX_REPO"] == repo
+    out = capsys.readouterr().out
+    assert "runtime: gpu" in out
+    assert ("restart the session" in out) == (not cuda_jax)
+
+
+def test_install_cell_clones_the_repository_url(tmp_path, monkeypatch):
+    f = _install_functions()
+    commands = []
+
+    def run(cmd, **kwargs):
+        commands.append(cmd)
+        if cmd[:2] == ["git", "clone"]:  # what a clone leaves: a checkout
+            with zipfile.ZipFile(tmp_path / "clone.zip", "w") as z:
+                z.writestr("setup.py", (REPO / "setup.py").read_text())
+                z.writestr("r1jax/__init__.py", "")
+            with zipfile.ZipFile(tmp_path / "clone.zip") as z:
+                z.extractall(cmd[-1])
+            os.remove(tmp_path / "clone.zip")
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setitem(f, "r1jax_importable", lambda: False)
+    monkeypatch.setitem(f, "nvidia_smi_works", lambda: False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("R1JAX_REPO", "")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="R1JAX_REPO_URL"):  # the placeholder URL
+        f["install_r1jax"]()
+    assert commands == []
+    monkeypatch.setitem(f, "R1JAX_REPO_URL", "https://example.org/someone/r1jax.git")
+    f["install_r1jax"]()
+    assert commands[0] == ["git", "clone", "--depth", "1", "https://example.org/someone/r1jax.git",
+                           "r1jax_repo"]
+    # This environment has every requirement at a version in range: only r1jax, no deps.
+    assert commands[1:] == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
+                             str(tmp_path / "r1jax_repo")]]
 
 
 def test_readme_opens_the_notebook_in_colab():
