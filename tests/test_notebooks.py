@@ -273,6 +273,7 @@ def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
     assert results["grpo_steps"] == 3 and results["num_eval_problems"] == 16
     assert (workdir / "grpo_training.png").is_file()
     assert (workdir / "pretrain_loss.png").is_file()
+
     def printed(cell_id):
         return "".join(o.get("text", "") for o in _cell(nb, cell_id).outputs
                        if o.get("name") == "stdout")
@@ -298,7 +299,7 @@ def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
     # One step: the metrics of a first step (ratio 1, nothing clipped, no KL, loss -mean(A) = 0,
     # a gradient), and G completions' log-probs before and after it.
     step = printed("r1zero-step")
-    metrics = dict(re.findall(r"(\w+) (-?[\d.]+(?:e[+-]\d+)?)(?=,|\n)",
+    metrics = dict(re.findall(r"(\w+) (-?[\d.]+(?:e[+-]\d+)?)(?=,|$)",
                               step.split("step metrics: ")[1].split("\n")[0]))
     assert set(metrics) >= {"loss", "pg_loss", "kl", "ratio_mean", "clip_frac", "entropy",
                             "grad_norm"}, step
