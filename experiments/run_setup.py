@@ -55,3 +55,34 @@ def parse_flags(argv: list[str]) -> list[str]:
         msg = " ".join(msg.replace("\\n", " ").replace("\\'", "'").replace("'", "").split())
         bad = [a for a in argv[1:] if a.startswith("--config.")]
         sys.exit(f"error: bad config override {' '.join(bad)}: {msg}")
+
+
+def define_config_flags(example: str):
+    """The --config and --workdir flags of an entry point (both required); returns them."""
+    from absl import flags
+    from ml_collections import config_flags
+    config = config_flags.DEFINE_config_file("config", None, f"Config file, e.g. {example}",
+                                             lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+    flags.mark_flags_as_required(["config", "workdir"])
+    return config, workdir
+
+
+def run_recipe(name: str, config, workdir: str) -> dict:
+    """Runs `r1jax.recipes.<name>.run(config, workdir)` as an entry point does: the config
+    checked (`check_config`), provenance, exit status 75 on preemption, then the recipe's
+    results table."""
+    import importlib
+    from absl import logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    recipe = importlib.import_module(f"r1jax.recipes.{name}")
+    try:  # a bad value: one line naming its field, before the workdir is touched
+        recipe.check_config(config)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    prepare_workdir(config, workdir, sys.argv)
+    results = run_or_exit(recipe.run, config, workdir)
+    print(recipe.results_table(results))
+    print(f"results: {os.path.join(workdir, 'results.json')}")
+    return results

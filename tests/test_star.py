@@ -65,6 +65,25 @@ def test_bad_values_fail_before_any_work_naming_the_full_field(tmp_path, path, v
     assert not os.listdir(tmp_path)   # nothing was started
 
 
+@pytest.mark.parametrize("script,override,message", [
+    ("star", "--config.star.iterations=0", "config.star.iterations must be an int > 0"),
+    ("star", "--config.star.iteratons=2", "iteratons"),
+    ("prompting", "--config.prompting.styles=('few_shot_x',)", "config.prompting.styles[0]")])
+def test_entry_points_fail_with_one_line_before_touching_the_workdir(tmp_path, script, override,
+                                                                       message):
+    import pathlib
+    import subprocess
+    import sys
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "experiments" / f"{script}.py"),
+                          f"--config={repo}/configs/{script}.py:tiny",
+                          f"--workdir={tmp_path}/w", override], capture_output=True, text=True,
+                         timeout=120, cwd=str(tmp_path),
+                         env=dict(os.environ, PYTHONPATH=str(repo), JAX_PLATFORMS="cpu"))
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "w").exists()
+
+
 def test_steps_grow_per_iteration_as_in_the_paper():
     c = _config()
     assert [star.iteration_steps(c, i) for i in (1, 2, 3)] == [40, 48, 58]
@@ -201,3 +220,43 @@ def test_the_iteration_loop_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         drop = (lambda v: [{k: x for k, x in it.items() if k != "seconds"} for it in v]
                 if key == "iterations" else v)
         assert drop(resumed[key]) == drop(whole[key]), key
+
+
+def _stored_examples(workdir):
+    for path in workdir.glob("*/iter_*/examples.json"):
+        yield from json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_tiny_star_learns_and_the_ablation_is_reported(tmp_path, tiny_base):
+    """STaR on the shared R1-Zero tiny base (the short R1-Zero template), 2 iterations and
+    its no-rationalization ablation, 128 train problems, 100 held-out (RESULTS.md: seeds 0
+    and 1 of the full config, and this run)."""
+    c = _config()
+    c.star.iterations, c.star.num_train_problems, c.eval.num_problems = 2, 128, 100
+    tiny_base(tmp_path)
+    r = star.run(c, str(tmp_path), show_progress=False)
+    print(star.results_table(r))
+    its = r["iterations"]
+    assert [it["iteration"] for it in its] == [0, 1, 2]
+    assert its[0]["heldout_accuracy"] <= 0.4   # the greedy base mostly guesses
+    for run in (r, r["no_rationalization"]):
+        greedy, sampled = run["paired_last_minus_first"], run["sampled_paired_last_minus_first"]
+        assert greedy[0] >= 0.4 and greedy[1] > 0.25, greedy
+        assert sampled[0] >= 0.25 and sampled[1] > 0.15, sampled
+        first, last = run["iterations"][0], run["iterations"][-1]
+        assert last["heldout_accuracy_ci"][0] > first["heldout_accuracy_ci"][1]
+        assert run["iterations"][1]["train_examples"] == \
+            first["solved_direct"] + first["solved_rationalized"]   # one kept per problem
+    assert all(it["solved_rationalized"] == 0 for it in r["no_rationalization"]["iterations"])
+    # Every stored example: the plain template prompt, a correct completion, no hint.
+    problems = star.pretrain.load_problems(c, "train", 128, seed=c.seed + 2)
+    hints = {star.hinted(c.star.hint, p) for p in problems}
+    stored = list(_stored_examples(tmp_path))
+    assert len(stored) >= 3 * 100
+    for e in stored:
+        p = problems[e["problem"]]
+        assert e["prompt"] == prompts.render(c.task.template, p.question)
+        assert tasks.task_accuracy_reward(p, e["completion"]) == 1.0
+        assert not any(h in e["prompt"] + e["completion"] for h in hints)
+    assert (tmp_path / "results.json").exists() and (tmp_path / "star_heldout.png").exists()
