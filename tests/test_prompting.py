@@ -105,3 +105,27 @@ def test_real_model_variant_names_what_it_needs():
         prompting.check_config(c)
     c.task.train_path, c.task.test_path = "a.jsonl", "b.jsonl"
     prompting.check_config(c)
+
+
+@pytest.mark.slow
+def test_prompt_styles_on_the_tiny_base(tmp_path, tiny_base):
+    """The R1-Zero tiny base (single-example corpus, no multi-example documents) under every
+    style, 100 held-out problems (RESULTS.md). Only the template it was pretrained on works:
+    without documents of several examples in a row, few-shot chain of thought, "Let's think
+    step by step" and the direct answer are text it never saw."""
+    c = load_config("prompting", "tiny")
+    c.eval.num_problems = 100
+    tiny_base(tmp_path)
+    r = prompting.run(c, str(tmp_path), show_progress=False)
+    print(prompting.results_table(r))
+    styles = r["styles"]
+    assert list(styles) == list(c.prompting.styles)
+    for s in styles.values():
+        assert 0 <= s["accuracy_ci"][0] <= s["accuracy"] <= s["accuracy_ci"][1] <= 1
+        assert 0 < s["mean_length"] <= c.prompting.max_new_tokens
+    r1 = styles["r1_zero"]
+    assert r1["greedy_paired_minus_direct"][1] > 0.05 and r1["greedy_accuracy"] >= 0.12
+    assert r1["sampled_paired_minus_direct"][1] > 0.15
+    for style in ("direct", "zero_shot_cot", "few_shot_1", "few_shot_2", "few_shot_4"):
+        assert styles[style]["accuracy"] <= 0.1 and styles[style]["greedy_accuracy"] <= 0.1
+    assert (tmp_path / "results.json").exists()
