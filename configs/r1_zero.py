@@ -55,6 +55,10 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     c.pretrain.style_guess = 0.35
     c.pretrain.style_unformatted = 0.35
     c.pretrain.style_mixed_language = 0.1
+    # Multi-example documents (`tasks.few_shot_documents`), a share of the corpus in place of
+    # its last examples; 0 here (this base stays as measured). configs/prompting.py sets it.
+    c.pretrain.style_fewshot = 0.0
+    c.pretrain.fewshot_max_examples = 5   # examples per document, 1 to this
 
     c.grpo = ml_collections.ConfigDict()
     c.grpo.steps = 40

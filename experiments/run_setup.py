@@ -3,6 +3,7 @@ warn when a resumed run's config changed, and exit on preemption with a status a
 tell from a crash (`train.EXIT_PREEMPTED`, 75)."""
 import json
 import os
+import re
 import sys
 
 from r1jax import provenance, train
@@ -91,7 +92,7 @@ def configs_overview(configs_dir: str = CONFIGS) -> str:
             variants.append(line)
         fields = module.get_config()
         sections = [f"{k}.*" if hasattr(v, "keys") else k for k, v in fields.items()]
-        title = " ".join(doc[:doc.index("")] if "" in doc else doc).split(". ")[0]
+        title = re.split(r"(?<! al)\. ", " ".join(doc[:doc.index("")] if "" in doc else doc))[0]
         scripts = [f"experiments/{n}" for n in sorted(os.listdir(os.path.dirname(__file__)))
                    if n.endswith(".py") and f"configs/{name}:" in _read(n)]
         runner = f"run by {', '.join(scripts)}" if scripts else "nested in another config"
@@ -104,3 +105,38 @@ def _read(script: str) -> str:
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), script),
               encoding="utf-8") as f:
         return f.read()
+
+
+def define_config_flags(example: str):
+    """The --config and --workdir flags of an entry point (both required); returns them. Its
+    --help also lists every config with its variants and fields."""
+    from absl import flags
+    main = sys.modules["__main__"]
+    main.__doc__ = (main.__doc__ or "") + "\n" + configs_overview()
+    from ml_collections import config_flags
+    config = config_flags.DEFINE_config_file("config", None, f"Config file, e.g. {example}",
+                                             lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+    flags.mark_flags_as_required(["config", "workdir"])
+    return config, workdir
+
+
+def run_recipe(name: str, config, workdir: str) -> dict:
+    """Runs `r1jax.recipes.<name>.run(config, workdir)` as an entry point does: the config
+    checked (`check_config`), provenance, exit status 75 on preemption, then the recipe's
+    results table."""
+    import importlib
+    from absl import logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    log_phases()
+    recipe = importlib.import_module(f"r1jax.recipes.{name}")
+    try:  # a bad value: one line naming its field, before the workdir is touched
+        recipe.check_config(config)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    prepare_workdir(config, workdir, sys.argv)
+    results = run_or_exit(recipe.run, config, workdir)
+    print(recipe.results_table(results))
+    print(f"results: {os.path.join(workdir, 'results.json')}")
+    return results

@@ -56,6 +56,22 @@ def make_mesh(c):
     return sharding.make_mesh(sizes, devices)
 
 
+def corpus(c) -> list[tuple[str, str]]:
+    """The (prompt, completion) pairs of the tiny base's pretraining: the base corpus, and with
+    `pretrain.style_fewshot` > 0 (absent: 0) that share of multi-example
+    documents (`tasks.few_shot_documents`) in place of the corpus's last examples."""
+    n = c.pretrain.num_examples
+    n_docs = int(round(n * c.pretrain.get("style_fewshot", 0.0)))
+    pairs = tasks.base_corpus(c.seed, n - n_docs, {c.task.name: 1.0}, style_mix(c),
+                              template=c.task.template,
+                              difficulty={c.task.name: difficulty(c)})
+    if n_docs:
+        pairs += tasks.few_shot_documents(c.seed, n_docs, c.pretrain.fewshot_max_examples,
+                                          {c.task.name: 1.0},
+                                          difficulty={c.task.name: difficulty(c)})
+    return pairs
+
+
 def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True, mesh=None):
     """(model cfg, tokenizer, params) of the base policy: HF folder or pretrained tiny model."""
     if c.model.path:
@@ -73,9 +89,7 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
         params = model.init_params(cfg, jax.random.key(c.seed))
     else:  # computed directly into its layout: no whole copy on one device
         params, _ = sharding.init_params_sharded(cfg, jax.random.key(c.seed), mesh)
-    pairs = tasks.base_corpus(c.seed, c.pretrain.num_examples, {c.task.name: 1.0}, style_mix(c),
-                              template=c.task.template,
-                              difficulty={c.task.name: difficulty(c)})
+    pairs = corpus(c)
     tokens, mask = train.encode_pairs(tok, pairs, c.pretrain.seq_len)
     loop = train.LoopConfig(steps=c.pretrain.steps, learning_rate=c.pretrain.learning_rate,
                             warmup_steps=c.pretrain.warmup_steps,

@@ -626,3 +626,46 @@ def base_corpus(seed: int, n: int, task_mix: Mapping[str, float] | None = None,
     """
     return [(e.prompt, e.completion)
             for e in base_corpus_examples(seed, n, task_mix, style_mix, **kwargs)]
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-example documents (opt-in: in-context effects at tiny scale)
+
+STEP_BY_STEP = "Let's think step by step."
+
+
+def few_shot_documents(seed: int, n: int, max_examples: int,
+                       task_mix: Mapping[str, float] | None = None, *, split: str = "train",
+                       worked_rate: float = 0.5, trigger_rate: float = 0.2,
+                       difficulty: Mapping[str, Mapping] | None = None
+                       ) -> list[tuple[str, str]]:
+    """`n` documents of 1 to `max_examples` examples in a row, in the format of
+    `prompts.few_shot_cot`, as web text has them (pages of worked exercises, answer keys); as
+    (prompt, completion) pairs: the prompt is every example but the last one's answer, the
+    completion that answer.
+
+    A document keeps one manner throughout, so its earlier examples show how the next one is
+    answered: with probability `worked_rate` every example works correct steps ("Q: q\\nA:
+    steps\\nThe answer is a.\\n\\n"; in a share `trigger_rate` of those documents each answer
+    opens with STEP_BY_STEP), else every example states its correct answer alone ("Q: q\\nA:
+    The answer is a.\\n\\n")."""
+    if max_examples < 1:
+        raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+    tasks, task_w = _normalised_mix(task_mix or DEFAULT_TASK_MIX, TASK_NAMES, "task")
+    difficulty = difficulty or {}
+    rng = random.Random(f"few_shot_documents/{split}/{seed}")
+    out = []
+    for _ in range(n):
+        task = rng.choices(tasks, task_w)[0]
+        worked = rng.random() < worked_rate
+        lead = f" {STEP_BY_STEP}" if worked and rng.random() < trigger_rate else ""
+        answers = []
+        for _ in range(rng.randint(1, max_examples)):
+            problem = sample_problem(task, rng, split, **difficulty.get(task, {}))
+            s = solve(problem, rng)
+            body = f"{lead} {s.reasoning}\nThe answer is {s.answer}." if worked else \
+                f" The answer is {s.answer}."
+            answers.append((problem.question, body))
+        shots = "".join(f"Q: {q}\nA:{body}\n\n" for q, body in answers[:-1])
+        out.append((f"{shots}Q: {answers[-1][0]}\nA:", answers[-1][1]))
+    return out

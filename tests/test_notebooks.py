@@ -251,17 +251,22 @@ def test_parameter_defaults_are_the_tiny_config():
     assert {k: params.get(k) for k in expected} == expected
 
 
-@pytest.mark.slow
-def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
+def _smoke_environment(tmp_path, monkeypatch):
+    """The kernel inherits this environment: the venv's python first on PATH (the kernelspec
+    runs "python"), smoke sizes, the work dir (returned), and no simulated multi-device CPU."""
     workdir = tmp_path / "run"
-    # The kernel inherits this environment: the venv's python first on PATH (the kernelspec
-    # runs "python"), smoke sizes, the work dir, and no simulated multi-device CPU.
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep
                        + os.environ.get("PATH", ""))
     monkeypatch.setenv("R1JAX_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("R1JAX_WORKDIR", str(workdir))
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    return workdir
+
+
+@pytest.mark.slow
+def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
+    workdir = _smoke_environment(tmp_path, monkeypatch)
     nb = nbformat.read(R1_ZERO_NB, as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})
@@ -313,4 +318,45 @@ def test_r1_zero_notebook_executes(tmp_path, monkeypatch):
     assert len(images) >= 2, "the plot cell displayed fewer than two PNGs"
     # Nothing was written next to the notebook or into the repository's runs/ folder.
     assert not (REPO / "colab" / "runs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+STAR_NB = REPO / "colab" / "star.ipynb"
+
+
+def test_star_notebook_committed_without_outputs_and_its_defaults_are_the_tiny_config():
+    nb = nbformat.read(STAR_NB, as_version=4)
+    nbformat.validate(nb)
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells
+               if c.cell_type == "code")
+    params = _literal_assignments(_parameters_cell(nb))
+    spec = importlib.util.spec_from_file_location("star_config_for_test",
+                                                  REPO / "configs" / "star.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("tiny")
+    expected = {"variant": "tiny", "seed": c.seed, "pretrain_examples": c.pretrain.num_examples,
+                "pretrain_steps": c.pretrain.steps, "iterations": c.star.iterations,
+                "train_problems": c.star.num_train_problems,
+                "samples_per_problem": c.star.samples_per_problem, "star_steps": c.star.steps,
+                "rationalize": c.star.rationalize, "ablation": c.star.ablation,
+                "eval_problems": c.eval.num_problems, "eval_samples": c.eval.num_samples}
+    assert {k: params.get(k) for k in expected} == expected
+
+
+@pytest.mark.slow
+def test_star_notebook_executes(tmp_path, monkeypatch):
+    workdir = _smoke_environment(tmp_path, monkeypatch)
+    nb = nbformat.read(STAR_NB, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    results = json.loads((workdir / "results.json").read_text())
+    assert [it["iteration"] for it in results["iterations"]] == [0, 1]
+    assert [it["iteration"] for it in results["no_rationalization"]["iterations"]] == [0, 1]
+    assert len(results["paired_last_minus_first"]) == 3
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "last - iteration 0, greedy (paired)" in text and "LAST ITERATION" in text
+    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
