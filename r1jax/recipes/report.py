@@ -518,6 +518,17 @@ def decision_logits(cfg, params, tok, texts: list[str]) -> np.ndarray:
     return np.asarray(jax.nn.softmax(logits[jnp.arange(len(ids)), last], axis=-1))
 
 
+def continuations(cfg, params, tok, text: str, first_ids, n: int) -> list[str]:
+    """The greedy continuation (n tokens) of `text` followed by each of `first_ids`, as text
+    starting with that token."""
+    ids = tok.encode(text)
+    out = sampler.generate(params, cfg, [ids + [int(i)] for i in first_ids], jax.random.key(0),
+                           sampler.SamplingConfig(max_new_tokens=n, temperature=0.0),
+                           pad_id=tok.pad_id)
+    toks, lens = np.asarray(out.tokens)[:, 0], np.asarray(out.lengths)[:, 0]
+    return [tok.decode([int(i)] + toks[r, :lens[r]].tolist()) for r, i in enumerate(first_ids)]
+
+
 def next_token_figure(ctx: R1ZeroContext) -> tuple[str, dict]:
     """Figure 6: the next-token distribution right after " <think>" (the point where a
     completion either closes the tag at once, a bare guess, or starts working the steps), for
@@ -532,22 +543,21 @@ def next_token_figure(ctx: R1ZeroContext) -> tuple[str, dict]:
     top = sorted(set(np.argsort(-before[0])[:6]) | set(np.argsort(-after[0])[:6]),
                  key=lambda i: -(before[0][i] + after[0][i]))
 
-    def name(i):
-        s = ctx.tok.decode([int(i)])
-        return repr(s) + ("  (guess: </think>)" if int(i) == guess_id else "")
-
     charts = []
-    for label, probs_ in (("base policy (before RL)", before), (f"after {step} GRPO steps",
-                                                                  after)):
-        rows = [{"label": name(i), "value": float(probs_[0][i]),
-                 "text": f"{probs_[0][i]:.3f}", "mark": int(i) == guess_id} for i in top]
-        charts.append(svg.bar_rows(rows, title=label, label_chars=26, bar_w=200))
+    for label, params, probs_ in (("base policy (before RL)", ctx.base, before),
+                                  (f"after {step} GRPO steps", final, after)):
+        conts = continuations(ctx.cfg, params, ctx.tok, texts[0], top, 14)
+        rows = [{"label": repr(ctx.tok.decode([int(i)])) + " -> " + cont,
+                 "value": float(probs_[0][i]), "text": f"{probs_[0][i]:.3f}",
+                 "mark": int(i) == guess_id} for i, cont in zip(top, conts)]
+        charts.append(svg.bar_rows(rows, title=label, label_chars=34, bar_w=120))
     g0, g1 = float(before[:, guess_id].mean()), float(after[:, guess_id].mean())
     caption = (f"The prompt <code>{html.escape(texts[0])}</code> ends at the decision point: "
                f"the next token is &lt; for a bare guess (<code> &lt;/think&gt; &lt;answer&gt;"
                f"...</code>) or the first character of a worked step. Bars: the probability of "
                f"the most likely next tokens under the base policy (left) and after "
-               f"{step} GRPO steps (right); the guess token is in red. Here P(guess) goes from "
+               f"{step} GRPO steps (right), each followed by that policy's greedy continuation "
+               f"(-&gt;); the guess token is in red. Here P(guess) goes from "
                f"{before[0][guess_id]:.3f} to {after[0][guess_id]:.3f}; averaged over "
                f"{len(problems)} held-out prompts it goes from {g0:.3f} to {g1:.3f}.")
     data = {"p_guess_before": g0, "p_guess_after": g1,
