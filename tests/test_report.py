@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -258,6 +259,8 @@ def open_in_browser(index_html: str, screenshot: str, tmp_path) -> tuple[dict, l
             if "DevTools listening on ws://" in line:
                 port = int(line.split("ws://")[1].split("/")[0].split(":")[1])
         assert port, "chromium did not start its DevTools server"
+        # Keep reading its log so that a full pipe never blocks it.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
         cdp = _DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
         for domain in ("Page", "Runtime", "Log"):
