@@ -150,6 +150,15 @@ def test_pipeline_sections_read_results_or_say_not_run(tmp_path):
     assert data["records"] == 2 and "kd 0.600" in body
     with pytest.raises(ValueError, match="stages"):
         report.pipeline_section("r1", report.Source(str(tmp_path)))
+    # R1's stages: numbered and named, a skipped one without metrics, intervals as lists.
+    (tmp_path / "results.json").write_text(json.dumps({"stages": [
+        {"stage": 1, "name": "cold_start", "accuracy": 0.3, "accuracy_ci": [0.2, 0.4]},
+        {"stage": 2, "name": "reasoning_rl", "skipped": True},
+        {"stage": 3, "name": "rejection", "kept": 120, "sampled": 400}]}))
+    body, data = report.pipeline_section("r1", report.Source(str(tmp_path)))
+    assert data == {"run": True, "records": 3, "accuracy_key": "accuracy"}
+    assert "cold_start 0.300" in body and "reasoning_rl 0" not in body
+    assert "<td>reasoning_rl</td>" in body and "<td>400</td>" in body and "[0.2" not in body
 
 
 # ----------------------------------------------------------------------------- in a browser
