@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -149,6 +150,15 @@ def test_pipeline_sections_read_results_or_say_not_run(tmp_path):
     assert data["records"] == 2 and "kd 0.600" in body
     with pytest.raises(ValueError, match="stages"):
         report.pipeline_section("r1", report.Source(str(tmp_path)))
+    # R1's stages: numbered and named, a skipped one without metrics, intervals as lists.
+    (tmp_path / "results.json").write_text(json.dumps({"stages": [
+        {"stage": 1, "name": "cold_start", "accuracy": 0.3, "accuracy_ci": [0.2, 0.4]},
+        {"stage": 2, "name": "reasoning_rl", "skipped": True},
+        {"stage": 3, "name": "rejection", "kept": 120, "sampled": 400}]}))
+    body, data = report.pipeline_section("r1", report.Source(str(tmp_path)))
+    assert data == {"run": True, "records": 3, "accuracy_key": "accuracy"}
+    assert "cold_start 0.300" in body and "reasoning_rl 0" not in body
+    assert "<td>reasoning_rl</td>" in body and "<td>400</td>" in body and "[0.2" not in body
 
 
 # ----------------------------------------------------------------------------- in a browser
@@ -258,6 +268,8 @@ def open_in_browser(index_html: str, screenshot: str, tmp_path) -> tuple[dict, l
             if "DevTools listening on ws://" in line:
                 port = int(line.split("ws://")[1].split("/")[0].split(":")[1])
         assert port, "chromium did not start its DevTools server"
+        # Keep reading its log so that a full pipe never blocks it.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
         cdp = _DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
         for domain in ("Page", "Runtime", "Log"):
