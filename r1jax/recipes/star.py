@@ -286,8 +286,9 @@ def run_loop(ctx: Context, name: str, rationalize: bool, first: tuple[dict, list
     for i in range(1, ctx.c.star.iterations + 1):
         record, data = iteration(ctx, os.path.join(ctx.workdir, name), i, data, rationalize)
         records.append(record)
-        ctx.writer.write(i, {f"{name}_{k}": v for k, v in record.items()
-                             if isinstance(v, (int, float))}, "star")
+    for record in records:
+        ctx.writer.write(record["iteration"], {f"{name}_{k}": v for k, v in record.items()
+                                               if isinstance(v, (int, float))}, "star")
     return summarize(records)
 
 
@@ -316,9 +317,9 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     writer = MetricWriter(workdir)
     cfg, tok, base_params = pretrain.base_model(c, workdir, writer, show_progress, mesh)
     ctx = Context(c, workdir, cfg, tok, base_params, writer, mesh, show_progress)
-    first = iteration(ctx, os.path.join(workdir, "base_policy"), 0, None, c.star.rationalize)
-    writer.write(0, {f"{name}_{k}": v for name in RUNS for k, v in first[0].items()
-                     if isinstance(v, (int, float))}, "star")
+    # Iteration 0 (the base) is shared by both runs: its hinted attempts are always made (the
+    # run without rationalization drops them), so its files serve either run.
+    first = iteration(ctx, os.path.join(workdir, "base_policy"), 0, None, True)
     results = {"rationalize": c.star.rationalize}
     main = run_loop(ctx, "star" if c.star.rationalize else "no_rationalization",
                     c.star.rationalize, first)
