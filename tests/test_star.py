@@ -260,3 +260,19 @@ def test_tiny_star_learns_and_the_ablation_is_reported(tmp_path, tiny_base):
         assert tasks.task_accuracy_reward(p, e["completion"]) == 1.0
         assert not any(h in e["prompt"] + e["completion"] for h in hints)
     assert (tmp_path / "results.json").exists() and (tmp_path / "star_heldout.png").exists()
+
+
+def test_few_shot_prompts_of_the_real_variant_use_the_train_rationales():
+    from r1jax import data
+    c = _config("qwen2.5-0.5b")
+    c.task.train_path = c.task.test_path = data.sample_path("gsm8k")
+    shots = star.few_shot_examples(c, 2)
+    problems = star.pretrain.load_problems(c, "train", 2, c.seed)
+    assert [(q, a) for q, _, a in shots] == [(p.question, p.answer) for p in problems]
+    assert all(r and "####" not in r for _, r, _ in shots)
+    prompt = star.generation_prompt(c.task.template, "What is 2+2?", shots)
+    # each worked example is a whole rendered dialogue, then the question
+    assert prompt.count("<answer>") == 2 + 3 * prompts.TEMPLATES["r1_zero"].count("<answer>")
+    assert prompt.endswith(prompts.render("r1_zero", "What is 2+2?"))
+    hinted = star.hinted(c.star.hint, problems[0])
+    assert hinted == f"{problems[0].question} (The answer is {problems[0].answer}.)"
