@@ -12,6 +12,7 @@ from r1jax.recipes import prompting
 def test_the_r1_zero_corpus_is_unchanged_by_the_option():
     c = load_config("r1_zero", "tiny")
     assert c.pretrain.style_fewshot == 0.0
+    c.pretrain.num_examples = 5000   # the same code path as the full 40,000, in seconds
     assert pretrain.corpus(c) == tasks.base_corpus(
         c.seed, c.pretrain.num_examples, {c.task.name: 1.0}, pretrain.style_mix(c),
         template=c.task.template, difficulty={c.task.name: pretrain.difficulty(c)})
@@ -25,8 +26,11 @@ def test_prompting_base_has_multi_example_documents_that_fit():
     assert len(pairs) == 400 and pairs[:300] == pretrain.corpus(_r1_zero_with(300))
     shots = [p.count("Q: ") - 1 for p, _ in docs]
     assert min(shots) == 0 and max(shots) == c.pretrain.fewshot_max_examples - 1
-    assert max(len(p) + len(q) + 1 for p, q in pretrain.corpus(load_config(
-        "prompting", "tiny_fewshot"))) <= c.pretrain.seq_len
+    full = load_config("prompting", "tiny_fewshot")   # its documents: the last quarter
+    docs = tasks.few_shot_documents(
+        full.seed, full.pretrain.num_examples // 4, full.pretrain.fewshot_max_examples,
+        {full.task.name: 1.0}, difficulty={full.task.name: pretrain.difficulty(full)})
+    assert max(len(p) + len(q) + 1 for p, q in docs) <= c.pretrain.seq_len
     assert load_config("prompting", "tiny").pretrain.to_dict() == \
         load_config("r1_zero", "tiny").pretrain.to_dict()   # tiny: the R1-Zero base itself
 

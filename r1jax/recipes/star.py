@@ -195,7 +195,7 @@ def _write(path: str, value) -> None:
 
 
 def fine_tune(base_params, cfg, tok, examples: Sequence[dict], c, i: int, workdir: str,
-              writer, mesh=None, show_progress: bool = True):
+              writer, mesh=None, show_progress: bool = True, stage: str = "star"):
     """The base fine-tuned on the examples (prompt -> completion) for iteration i's steps;
     resumes from `workdir`'s checkpoint. The base's arrays are left intact (the loop donates
     the copy it trains)."""
@@ -208,7 +208,7 @@ def fine_tune(base_params, cfg, tok, examples: Sequence[dict], c, i: int, workdi
                             checkpoint_every=min(c.checkpoint_every, steps),
                             keep_checkpoints=c.keep_checkpoints, seed=c.seed * 1000 + i)
     return train.run_sft(jax.tree.map(jnp.copy, base_params), cfg, tokens, mask, loop, workdir,
-                         batch_size=c.star.batch_size, stage=f"star_iter{i}", writer=writer,
+                         batch_size=c.star.batch_size, stage=f"{stage}_iter{i}", writer=writer,
                          mesh=mesh, show_progress=show_progress)
 
 
@@ -260,7 +260,8 @@ def iteration(ctx: Context, run_dir: str, i: int, data: Optional[list], rational
     params = ctx.base_params
     if steps:
         params = fine_tune(ctx.base_params, ctx.cfg, ctx.tok, data, c, i,
-                           os.path.join(d, "sft"), ctx.writer, ctx.mesh, ctx.show_progress)
+                           os.path.join(d, "sft"), ctx.writer, ctx.mesh, ctx.show_progress,
+                           stage=os.path.basename(run_dir))
     t_train = time.time() - t
     record = {"iteration": i, "train_examples": len(data or []), "train_steps": steps}
     record.update(_heldout(params, ctx.cfg, ctx.tok, ctx.eval_problems,
@@ -286,8 +287,9 @@ def run_loop(ctx: Context, name: str, rationalize: bool, first: tuple[dict, list
     for i in range(1, ctx.c.star.iterations + 1):
         record, data = iteration(ctx, os.path.join(ctx.workdir, name), i, data, rationalize)
         records.append(record)
-        ctx.writer.write(i, {f"{name}_{k}": v for k, v in record.items()
-                             if isinstance(v, (int, float))}, "star")
+    for record in records:
+        ctx.writer.write(record["iteration"], {f"{name}_{k}": v for k, v in record.items()
+                                               if isinstance(v, (int, float))}, "star")
     return summarize(records)
 
 
@@ -316,9 +318,9 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     writer = MetricWriter(workdir)
     cfg, tok, base_params = pretrain.base_model(c, workdir, writer, show_progress, mesh)
     ctx = Context(c, workdir, cfg, tok, base_params, writer, mesh, show_progress)
-    first = iteration(ctx, os.path.join(workdir, "base_policy"), 0, None, c.star.rationalize)
-    writer.write(0, {f"{name}_{k}": v for name in RUNS for k, v in first[0].items()
-                     if isinstance(v, (int, float))}, "star")
+    # Iteration 0 (the base) is shared by both runs: its hinted attempts are always made (the
+    # run without rationalization drops them), so its files serve either run.
+    first = iteration(ctx, os.path.join(workdir, "base_policy"), 0, None, True)
     results = {"rationalize": c.star.rationalize}
     main = run_loop(ctx, "star" if c.star.rationalize else "no_rationalization",
                     c.star.rationalize, first)
