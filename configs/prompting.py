@@ -51,6 +51,7 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     if variant == "tiny_fewshot":
         c.pretrain.style_fewshot = 0.25
         c.pretrain.seq_len = 528      # documents of up to 5 examples (the longest: 517 tokens)
+        c.pretrain.length_bucket = 128  # batches of one length group: short rows stay short
     elif variant == "qwen2.5-0.5b":
         c.prompting.max_new_tokens = 384
         c.eval.num_problems = 500

@@ -59,6 +59,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     # its last examples; 0 here (this base stays as measured). configs/prompting.py sets it.
     c.pretrain.style_fewshot = 0.0
     c.pretrain.fewshot_max_examples = 5   # examples per document, 1 to this
+    c.pretrain.length_bucket = 0      # > 0: each batch from one length group, cut to its
+                                      # width (a multiple of this); 0: padded to seq_len
 
     c.grpo = ml_collections.ConfigDict()
     c.grpo.steps = 40

@@ -97,5 +97,6 @@ def base_model(c, workdir: str, writer: MetricWriter, show_progress: bool = True
                             checkpoint_every=max(c.pretrain.steps // 4, 1), seed=c.seed)
     params = train.run_sft(params, cfg, tokens, mask, loop, os.path.join(workdir, "base"),
                            batch_size=c.pretrain.batch_size, stage="pretrain", writer=writer,
-                           mesh=mesh, show_progress=show_progress)
+                           mesh=mesh, show_progress=show_progress,
+                           length_bucket=c.pretrain.get("length_bucket", 0))
     return cfg, tok, params

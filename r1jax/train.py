@@ -166,12 +166,35 @@ def _save(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, sta
                  extra={"stage": stage}, model_config=model_config, force=force)
 
 
+def length_buckets(loss_mask: np.ndarray, bucket: int) -> list[tuple[np.ndarray, int]]:
+    """Examples grouped by length: (member indices, width) per group, where width is the
+    members' length (through their last loss position) rounded up to a multiple of `bucket`
+    (at most the array's width). Every example is in exactly one group."""
+    length = loss_mask.shape[1] - np.argmax(loss_mask[:, ::-1] > 0, axis=1)
+    width = np.minimum(-(-length // bucket) * bucket, loss_mask.shape[1])
+    return [(np.flatnonzero(width == w), int(w)) for w in np.unique(width)]
+
+
+def _batch_indices(rng, num_examples: int, batch_size: int, buckets):
+    """(indices, width or None) of one step's batch: uniform over all examples, or with
+    `buckets` one group drawn in proportion to its size and the batch uniform within it (so
+    each example keeps probability batch_size / N per row, and the batch is cut to the group's
+    width)."""
+    if buckets is None:
+        return rng.integers(0, num_examples, batch_size), None
+    sizes = np.array([len(m) for m, _ in buckets], np.float64)
+    members, width = buckets[rng.choice(len(buckets), p=sizes / sizes.sum())]
+    return members[rng.integers(0, len(members), batch_size)], width
+
+
 def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
                         loop: LoopConfig, workdir: str, *, batch_size: int, stage: str,
                         writer: Optional[MetricWriter], show_progress: bool,
-                        model_config: Optional[ModelConfig] = None) -> TrainState:
+                        model_config: Optional[ModelConfig] = None,
+                        buckets=None) -> TrainState:
     """The loop of SFT and verifier training: `step_fn(state, batch) -> (state, metrics)` on
-    batch_size rows of `data` drawn from (seed, step). Checkpoints every
+    batch_size rows of `data` drawn from (seed, step) (from one of `buckets`, see
+    `length_buckets`, cut to its width, when given). Checkpoints every
     `loop.checkpoint_every` steps and on SIGTERM/SIGINT (then raises Preempted), resumes from
     `workdir`, stops with NonFiniteError on a NaN/Inf loss (the last good checkpoint intact)."""
     manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
@@ -183,8 +206,10 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
     # Closing the manager waits for pending saves, also when an error ends the loop.
     with manager, _preemption_flag() as flag:
         for step in bar:
-            idx = np.random.default_rng((loop.seed, step)).integers(0, num_examples, batch_size)
-            state, metrics = step_fn(state, {k: v[idx] for k, v in data.items()})
+            idx, width = _batch_indices(np.random.default_rng((loop.seed, step)),
+                                        num_examples, batch_size, buckets)
+            batch = {k: v[idx] if width is None else v[idx, :width] for k, v in data.items()}
+            state, metrics = step_fn(state, batch)
             # Read the previous step's metrics after dispatching this one (no stall).
             if pending is not None:
                 _log_step(*pending, loop, writer, bar, stage)
@@ -206,8 +231,12 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
 
 def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
             loop: LoopConfig, workdir: str, *, batch_size: int, stage: str = "sft",
-            writer: Optional[MetricWriter] = None, mesh=None, show_progress: bool = True):
+            writer: Optional[MetricWriter] = None, mesh=None, show_progress: bool = True,
+            length_bucket: int = 0):
     """Masked next-token SFT on fixed examples; batch at step s is drawn from (seed, s).
+    With `length_bucket` > 0 each batch comes from examples of one length group and is cut
+    to that group's width (`length_buckets`): short examples stop paying for the longest
+    row's padding, at one compiled step per group.
 
     Checkpoints to `workdir` every `loop.checkpoint_every` steps and when preempted; returns
     the final params. Resumes from `workdir` when it holds a checkpoint. With a `mesh`, the
@@ -222,7 +251,9 @@ def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
                                                             "loss_mask": loss_mask[:batch_size]}))
     return _fixed_example_loop(step_fn, state, {"tokens": tokens, "loss_mask": loss_mask},
                                loop, workdir, batch_size=batch_size, stage=stage, writer=writer,
-                               show_progress=show_progress, model_config=cfg).params
+                               show_progress=show_progress, model_config=cfg,
+                               buckets=length_buckets(loss_mask, length_bucket)
+                               if length_bucket else None).params
 
 
 def _log_step(step, metrics, loop, writer, bar, stage, force=False):

@@ -70,6 +70,70 @@ def test_sft_resume_after_preemption_equals_uninterrupted(tmp_path):
     _assert_trees_equal(full, resumed)
 
 
+def test_length_buckets_group_examples_by_rounded_length():
+    lengths = [5, 12, 3, 20, 16]
+    mask = np.zeros((5, 24), np.float32)
+    for i, n in enumerate(lengths):
+        mask[i, 1:n] = 1.0  # loss through position n - 1: length n
+    groups = {w: sorted(m.tolist()) for m, w in train.length_buckets(mask, 8)}
+    assert groups == {8: [0, 2], 16: [1, 4], 24: [3]}
+    assert {w for _, w in train.length_buckets(mask, 32)} == {24}  # capped at the array width
+
+
+def test_bucketed_batches_keep_each_example_equally_likely():
+    mask = np.zeros((6, 40), np.float32)
+    for i, n in enumerate([4, 6, 20, 22, 24, 40]):  # groups of 2, 3 and 1 examples
+        mask[i, :n] = 1.0
+    buckets = train.length_buckets(mask, 8)
+    counts = np.zeros(6)
+    for step in range(3000):
+        idx, width = train._batch_indices(np.random.default_rng((0, step)), 6, 4, buckets)
+        assert mask[idx, width:].sum() == 0 and len(set(mask[idx].sum(1) > width)) == 1
+        counts += np.bincount(idx, minlength=6)
+    freq = counts / counts.sum()
+    np.testing.assert_allclose(freq, 1 / 6, atol=0.015)
+
+
+def test_bucketed_sft_equals_the_same_rows_at_full_width(tmp_path):
+    """Cutting a batch to its group's width changes no number: replaying the batches the
+    bucketed run drew, padded back to full width, gives the same parameters."""
+    pairs = tasks.base_corpus(0, 48, {"arithmetic": 1.0}, difficulty={"arithmetic": {
+        "num_ops": (1, 4), "digits": (1, 2)}})
+    tokens, mask = train.encode_pairs(TOK, pairs, 192)
+    loop = train.LoopConfig(steps=5, learning_rate=1e-2, checkpoint_every=100, seed=1)
+    seen = []
+    real_step = train.sft.make_sft_step
+
+    def recording_step(*args, **kwargs):
+        fn = real_step(*args, **kwargs)
+
+        def step(state, batch):
+            seen.append({k: np.asarray(v) for k, v in batch.items()})
+            return fn(state, batch)
+        return step
+
+    train.sft.make_sft_step = recording_step
+    try:
+        bucketed = train.run_sft(_params(), CFG, tokens, mask, loop, str(tmp_path),
+                                 batch_size=8, show_progress=False, length_bucket=32)
+    finally:
+        train.sft.make_sft_step = real_step
+    widths = {b["tokens"].shape[1] for b in seen}
+    assert widths <= {32, 64, 96, 128, 160, 192} and len(widths) > 1 and max(widths) < 192
+
+    state = train.TrainState.create(_params(), train._optimizer(loop))
+    step = real_step(CFG, train._optimizer(loop))
+    for b in seen:
+        w = b["tokens"].shape[1]
+        full = {"tokens": np.full((8, 192), TOK.pad_id, np.int32),
+                "loss_mask": np.zeros((8, 192), np.float32)}
+        full["tokens"][:, :w], full["loss_mask"][:, :w] = b["tokens"], b["loss_mask"]
+        state, _ = step(state, full)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                         rtol=1e-5, atol=1e-6),
+                 bucketed, state.params)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     tokens, mask = _sft_data()
     loop = train.LoopConfig(steps=6, learning_rate=1e-2, checkpoint_every=2, seed=0)

@@ -37,7 +37,7 @@ def _check_values(c) -> None:
         v = _get(c, path)
         need(isinstance(v, int) and not isinstance(v, bool) and v > 0, path, "an int > 0")
     for path in ("pretrain.steps", "pretrain.warmup_steps", "grpo.warmup_steps", "eval.every",
-                 "grpo.top_k"):
+                 "grpo.top_k", "pretrain.length_bucket"):
         v = _get(c, path)
         need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, path, "an int >= 0")
     for path in ("grpo.learning_rate", "pretrain.learning_rate", "grpo.temperature"):
