@@ -7,8 +7,9 @@ Variants (`--config configs/prompting.py:VARIANT`):
                 to reuse it): a corpus of single examples, no multi-example documents.
   tiny_fewshot  the R1-Zero tiny model and task, its base pretrained on the R1-Zero corpus with
                 a quarter of it replaced by documents of 1-5 examples in a row
-                (`pretrain.style_fewshot`), so that in-context effects are possible; its
-                528-token pretraining rows cost about 4x the R1-Zero base's (RESULTS.md).
+                (`pretrain.style_fewshot`), so that in-context effects are possible;
+                batches drawn by length (`pretrain.length_bucket`) keep its pretraining
+                about 1.3x the R1-Zero base's (RESULTS.md: 4-5 minutes on 2 cores).
   qwen2.5-0.5b  a local Hugging Face folder (--config.model.path) and GSM8K-style JSONL
                 (--config.task.train_path for the worked examples, --config.task.test_path).
 """
