@@ -1,6 +1,6 @@
 """Group Relative Policy Optimization (DeepSeekMath / R1-Zero) with the Dr. GRPO and DAPO variants.
 
-The formulas are those of DESIGN.md, exactly:
+The formulas, exactly (the GRPO objective of DeepSeekMath with its variants' switches):
   A_i   = (r_i - mean_g r) / (std_g r + 1e-6)        sample std (ddof=1) over the group of G;
                                                      scale="none": r_i - mean_g r (Dr. GRPO)
   ratio = exp(logp - old_logp)
@@ -165,7 +165,7 @@ def grpo_loss(logprobs: Array, old_logprobs: Array, ref_logprobs: Optional[Array
               epsilon_high: float = 0.2, beta: float = 0.04,
               aggregation: str = "seq_mean_token_mean", max_len: Optional[int] = None
               ) -> tuple[Array, dict]:
-    """The GRPO loss of DESIGN.md and its metrics.
+    """The GRPO loss of the module docstring's formulas and its metrics.
 
     Args:
       logprobs: float32 [B, T] current policy log-probs of the sampled tokens (differentiated).

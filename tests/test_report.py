@@ -232,8 +232,8 @@ def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.skip("no chromium on PATH: `.ci/run` / `make test` install Debian's chromium when "
-                "run as root (apt-get install chromium); elsewhere install it to run this test")
+    raise RuntimeError("no chromium on PATH: `.ci/run` installs Debian's chromium when run as "
+                       "root; elsewhere `apt-get install -y chromium` before running this test")
 
 
 CHECKS = """(() => {

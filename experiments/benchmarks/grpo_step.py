@@ -72,7 +72,7 @@ from r1jax.train_state import TrainState, make_optimizer  # noqa: E402
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # Dense bf16 peak of an H100 SXM; CPU: the jax float32 2048^3 matmul rate measured on the
-# 2-core development machine (PERFORMANCE.md), a practical rather than a datasheet peak.
+# 2-core development machine (measured there), a practical rather than a datasheet peak.
 GPU_PEAK_TFLOPS = 989.0
 CPU_PEAK_TFLOPS = 0.195
 
