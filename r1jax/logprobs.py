@@ -42,6 +42,48 @@ def _chunk_stats(params: Params, cfg: ModelConfig, h_BCD: Array, targets_BC: Arr
     return target_BC - lse_BC, entropy_BC
 
 
+def position_blocks(T1: int, rows: int, vocab: int, chunk: int,
+                    max_block: int = MAX_BLOCK_LOGITS) -> tuple[int, int]:
+    """(n, C): T1 positions split into n equal blocks of C <= chunk positions, with at most
+    max_block elements in a [rows, C, vocab] block (n * C - T1 < n positions of padding)."""
+    if not isinstance(chunk, int) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    n = math.ceil(T1 / max(1, min(chunk, max_block // (rows * vocab))))
+    return n, math.ceil(T1 / n)
+
+
+def map_position_blocks(fn, consts, arrays, *, chunk: int, vocab: int,
+                        max_block: int = MAX_BLOCK_LOGITS):
+    """fn(consts, *blocks) over blocks of positions, as a rematerialised `lax.scan`.
+
+    arrays: [B, T1, ...] arrays sharing B and T1 (hidden states, targets, masks); each block
+    passes [B, C, ...] slices of them (the last one zero-padded). fn returns a pytree of
+    [B, C, ...] arrays; the result is that pytree over all T1 positions. Blocks have C <=
+    chunk positions and B * C * vocab <= max_block (`position_blocks`); the body is wrapped
+    in `jax.checkpoint`, so the backward pass recomputes each block's [B, C, V] temporaries
+    instead of storing them. consts (e.g. parameters) go to every block.
+    """
+    B, T1 = arrays[0].shape[:2]
+    n, C = position_blocks(T1, B, vocab, chunk, max_block)
+    pad = n * C - T1
+
+    def split(x):   # [B, T1, ...] -> [n, B, C, ...]
+        if pad:
+            x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
+        return jnp.moveaxis(x.reshape(B, n, C, *x.shape[2:]), 1, 0)
+
+    def join(y):    # [n, B, C, ...] -> [B, T1, ...]
+        return jnp.moveaxis(y, 0, 1).reshape(B, n * C, *y.shape[3:])[:, :T1]
+
+    body = jax.checkpoint(fn)
+
+    def step(carry, xs):
+        return carry, body(consts, *xs)
+
+    _, out = jax.lax.scan(step, None, tuple(split(x) for x in arrays))
+    return jax.tree.map(join, out)
+
+
 def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: Array, *, chunk: int = 128,
                    shard: ShardFn = None, with_entropy: bool = False
                    ) -> Array | tuple[Array, Array]:
@@ -66,30 +108,15 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: Array, *, chunk:
         raise ValueError(f"tokens must be int [B, T] with T >= 2, got shape {tokens_BT.shape}")
     if not isinstance(chunk, int) or chunk <= 0:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    B, T = tokens_BT.shape
-    T1 = T - 1
-    n = math.ceil(T1 / max(1, min(chunk, MAX_BLOCK_LOGITS // (B * cfg.vocab_size))))
-    C = math.ceil(T1 / n)
-    pad = n * C - T1
+    T1 = tokens_BT.shape[1] - 1
     h_BTD = hidden_states(params, tokens_BT, cfg, shard)[:, :T1]
     targets_BT = tokens_BT[:, 1:].astype(jnp.int32)
-    if pad:
-        h_BTD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
-        targets_BT = jnp.pad(targets_BT, ((0, 0), (0, pad)))
-    # [n, B, C, ...]: the scan runs over the leading chunk axis.
-    h_nBCD = h_BTD.reshape(B, n, C, -1).transpose(1, 0, 2, 3)
-    targets_nBC = targets_BT.reshape(B, n, C).transpose(1, 0, 2)
 
-    @jax.checkpoint
     def body(params, h_BCD, targets_BC):
         return _chunk_stats(params, cfg, h_BCD, targets_BC, shard, with_entropy)
 
-    def step(carry, xs):
-        return carry, body(params, *xs)
-
-    _, (lp_nBC, ent_nBC) = jax.lax.scan(step, None, (h_nBCD, targets_nBC))
-    logprobs = lp_nBC.transpose(1, 0, 2).reshape(B, n * C)[:, :T1]
+    logprobs, entropy = map_position_blocks(body, params, (h_BTD, targets_BT), chunk=chunk,
+                                            vocab=cfg.vocab_size)
     if not with_entropy:
         return logprobs
-    entropy = jax.lax.stop_gradient(ent_nBC.transpose(1, 0, 2).reshape(B, n * C)[:, :T1])
-    return logprobs, entropy
+    return logprobs, jax.lax.stop_gradient(entropy)

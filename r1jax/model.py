@@ -153,7 +153,7 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ModelConfig":
-        """Named shapes: "tiny" (laptop), "qwen2.5-0.5b", "qwen2.5-1.5b", "llama3.2-1b"."""
+        """Named shapes: "tiny" (laptop), "micro" (a smaller student), "qwen2.5-0.5b", "qwen2.5-1.5b", "llama3.2-1b"."""
         if name not in PRESETS:
             raise ValueError(f"unknown ModelConfig preset {name!r}; known: {sorted(PRESETS)}")
         return dataclasses.replace(PRESETS[name], **overrides)
@@ -167,6 +167,11 @@ PRESETS = {
     "tiny": ModelConfig(vocab_size=264, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
                         head_dim=32, d_ff=384, rope_theta=10000.0, tie_embeddings=True,
                         max_seq_len=512),
+    # 0.17M parameters, the same byte vocabulary: the student of tiny distillation
+    # (configs/distill.py), pretrained on the same corpus.
+    "micro": ModelConfig(vocab_size=264, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2,
+                         head_dim=16, d_ff=192, rope_theta=10000.0, tie_embeddings=True,
+                         max_seq_len=512),
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14,
                                 n_kv_heads=2, head_dim=64, d_ff=4864, rope_theta=1e6,
                                 qkv_bias=True, tie_embeddings=True, max_seq_len=32768,

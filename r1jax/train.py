@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import sharding as sharding_lib
-from r1jax import evaluation, grpo, prompts, rewards, sft, verifiers
+from r1jax import distill, evaluation, grpo, prompts, rewards, sft, verifiers
 from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
 from r1jax.model import ModelConfig
@@ -191,12 +191,16 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
                         loop: LoopConfig, workdir: str, *, batch_size: int, stage: str,
                         writer: Optional[MetricWriter], show_progress: bool,
                         model_config: Optional[ModelConfig] = None,
-                        buckets=None) -> TrainState:
+                        buckets=None,
+                        evaluate_fn: Optional[Callable[[object, int], dict]] = None,
+                        eval_every: int = 0) -> TrainState:
     """The loop of SFT and verifier training: `step_fn(state, batch) -> (state, metrics)` on
     batch_size rows of `data` drawn from (seed, step) (from one of `buckets`, see
     `length_buckets`, cut to its width, when given). Checkpoints every
     `loop.checkpoint_every` steps and on SIGTERM/SIGINT (then raises Preempted), resumes from
-    `workdir`, stops with NonFiniteError on a NaN/Inf loss (the last good checkpoint intact)."""
+    `workdir`, stops with NonFiniteError on a NaN/Inf loss (the last good checkpoint intact).
+    `evaluate_fn(params, step) -> metrics`, when given, runs every `eval_every` steps (before
+    the last) and its numbers are written as `eval_<name>`."""
     manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
     state, start = _restore_or(manager, state, stage, loop.steps, workdir)
     num_examples = len(next(iter(data.values())))
@@ -214,6 +218,9 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
             if pending is not None:
                 _log_step(*pending, loop, writer, bar, stage)
             pending = (step, metrics)
+            if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \
+                    and step + 1 < loop.steps:
+                _write_eval(writer, step + 1, evaluate_fn(state.params, step + 1), stage)
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
                 _log_step(*pending, loop, writer, bar, stage, force=True)
                 pending = None
@@ -229,10 +236,17 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
     return state
 
 
+def _write_eval(writer: Optional[MetricWriter], step: int, metrics: dict, stage: str) -> None:
+    if writer is not None:
+        writer.write(step, {f"eval_{k}": v for k, v in metrics.items()
+                            if isinstance(v, (int, float, list, tuple))}, stage)
+
+
 def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
             loop: LoopConfig, workdir: str, *, batch_size: int, stage: str = "sft",
             writer: Optional[MetricWriter] = None, mesh=None, show_progress: bool = True,
-            length_bucket: int = 0):
+            length_bucket: int = 0,
+            evaluate_fn: Optional[Callable[[object, int], dict]] = None, eval_every: int = 0):
     """Masked next-token SFT on fixed examples; batch at step s is drawn from (seed, s).
     With `length_bucket` > 0 each batch comes from examples of one length group and is cut
     to that group's width (`length_buckets`): short examples stop paying for the longest
@@ -240,7 +254,8 @@ def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
 
     Checkpoints to `workdir` every `loop.checkpoint_every` steps and when preempted; returns
     the final params. Resumes from `workdir` when it holds a checkpoint. With a `mesh`, the
-    state and batches are sharded by the rules of `r1jax.sharding`.
+    state and batches are sharded by the rules of `r1jax.sharding`. evaluate_fn / eval_every
+    as in `_fixed_example_loop`.
     """
     tx = _optimizer(loop)
     state, state_sh, batch_sh = _place(TrainState.create(params, tx), cfg, mesh)
@@ -253,7 +268,8 @@ def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
                                loop, workdir, batch_size=batch_size, stage=stage, writer=writer,
                                show_progress=show_progress, model_config=cfg,
                                buckets=length_buckets(loss_mask, length_bucket)
-                               if length_bucket else None).params
+                               if length_bucket else None,
+                               evaluate_fn=evaluate_fn, eval_every=eval_every).params
 
 
 def _log_step(step, metrics, loop, writer, bar, stage, force=False):
@@ -537,3 +553,119 @@ def run_verifier(vparams, cfg: ModelConfig, kind: str, data: dict[str, np.ndarra
     return _fixed_example_loop(step_fn, TrainState.create(vparams, tx), data, loop, workdir,
                                batch_size=batch_size, stage=stage or kind, writer=writer,
                                show_progress=show_progress).params
+
+
+# ----------------------------------------------------------------------------- distillation
+
+def _teacher_placed(teacher_params, teacher_cfg: ModelConfig, mesh):
+    """The teacher laid out like a policy on `mesh` (its own config's sharding rules)."""
+    if mesh is None:
+        return teacher_params
+    return jax.device_put(teacher_params, sharding_lib.param_shardings(teacher_cfg, mesh))
+
+
+def run_token_distill(params, cfg: ModelConfig, teacher_params, teacher_cfg: ModelConfig,
+                      tokens: np.ndarray, completion_mask: np.ndarray, loop: LoopConfig,
+                      dcfg: distill.DistillConfig, workdir: str, *, batch_size: int,
+                      stage: str = "token", writer: Optional[MetricWriter] = None, mesh=None,
+                      show_progress: bool = True,
+                      evaluate_fn: Optional[Callable[[object, int], dict]] = None,
+                      eval_every: int = 0):
+    """Token-level distillation on fixed sequences (the teacher's samples): every step, the
+    `dcfg` loss (`r1jax.distill`) between teacher and student on batch_size rows drawn from
+    (seed, step), counted where completion_mask [N, T-1] is 1. Checkpoints, resume,
+    preemption, NaN guard and evaluations as `run_sft`. The teacher is not trained; `params`
+    are donated. Returns the final params."""
+    tx = _optimizer(loop)
+    state, state_sh, batch_sh = _place(TrainState.create(params, tx), cfg, mesh)
+    shard = None if mesh is None else sharding_lib.make_shard_fn(mesh)
+    teacher_params = _teacher_placed(teacher_params, teacher_cfg, mesh)
+    data = {"tokens": np.asarray(tokens), "completion_mask": np.asarray(completion_mask)}
+    step = distill.make_distill_step(
+        cfg, teacher_cfg, tx, dcfg, shard=shard, state_sharding=state_sh,
+        batch_sharding=None if mesh is None else batch_sh({k: v[:batch_size]
+                                                           for k, v in data.items()}))
+    return _fixed_example_loop(lambda s, b: step(s, teacher_params, b), state, data, loop,
+                               workdir, batch_size=batch_size, stage=stage, writer=writer,
+                               show_progress=show_progress, model_config=cfg,
+                               evaluate_fn=evaluate_fn, eval_every=eval_every).params
+
+
+def run_on_policy_distill(params, cfg: ModelConfig, teacher_params, teacher_cfg: ModelConfig,
+                          tokenizer, train_problems: Callable[[int], list], loop: LoopConfig,
+                          rollout: RolloutConfig, dcfg: distill.DistillConfig,
+                          num_generations: int, workdir: str, *, stage: str = "on_policy",
+                          writer: Optional[MetricWriter] = None,
+                          evaluate_fn: Optional[Callable[[object, int], dict]] = None,
+                          eval_every: int = 0, mesh=None, show_progress: bool = True):
+    """On-policy distillation: every step the student samples `num_generations` completions of
+    `rollout.prompts_per_step` problems (`train_problems(step)`, a pure function of the step)
+    and takes one update of the `dcfg` loss (reverse KL, or the generalised JSD) against the
+    teacher on its own samples' completion tokens. No reward enters the update; the rule
+    rewards of the samples are logged. Checkpoints, exact resume, preemption and NaN guard as
+    `run_grpo`; metrics per step include generated_tokens and rows x length of the update
+    (`update_tokens`) for compute accounting. Returns the final params."""
+    tx = _optimizer(loop)
+    state, state_sh, batch_sh = _place(TrainState.create(params, tx), cfg, mesh)
+    shard = None if mesh is None else sharding_lib.make_shard_fn(mesh)
+    teacher_params = _teacher_placed(teacher_params, teacher_cfg, mesh)
+    length = rollout_length(rollout)
+    B = rollout.prompts_per_step * num_generations
+    batch_sharding = None if mesh is None else batch_sh(
+        {"tokens": np.zeros((B, length)), "completion_mask": np.zeros((B, length - 1))})
+    step_fn = distill.make_distill_step(cfg, teacher_cfg, tx, dcfg, shard=shard,
+                                        state_sharding=state_sh, batch_sharding=batch_sharding)
+    sampling = sampler_lib.SamplingConfig(
+        max_new_tokens=rollout.max_new_tokens, num_samples=num_generations,
+        temperature=rollout.temperature, top_k=rollout.top_k, top_p=rollout.top_p,
+        min_p=rollout.min_p)
+    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
+    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
+    base_key = jax.random.key(loop.seed)
+    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
+               total=loop.steps)
+    with manager, _preemption_flag() as flag:
+        for step in bar:
+            t0 = time.perf_counter()
+            probs = train_problems(step)
+            roll = evaluation.sample_completions(
+                state.params, cfg, tokenizer,
+                [prompts.render(rollout.template, p.question) for p in probs],
+                jax.random.fold_in(base_key, step), sampling, length=length, shard=shard)
+            longest = int(np.max(roll.prompt_lengths))
+            if longest > rollout.max_prompt_tokens:
+                raise ValueError(f"prompt of {longest} tokens exceeds "
+                                 f"rollout.max_prompt_tokens={rollout.max_prompt_tokens}")
+            t_rollout = time.perf_counter() - t0
+            rew = rule_reward_matrix(probs, roll.texts(tokenizer), rollout)
+            batch = {"tokens": roll.tokens, "completion_mask": roll.completion_mask}
+            if batch_sharding is not None:
+                batch = jax.device_put(batch, batch_sharding)
+            state, metrics = step_fn(state, teacher_params, batch)
+            metrics = _fetch(metrics)
+            _check_finite(step, metrics)
+            metrics.update(reward=float(rew["reward"].mean()),
+                           accuracy=float(rew["correct"].mean()),
+                           format_rate=float(rew["format"].mean()),
+                           learning_rate=_learning_rate(loop, step),
+                           response_length=float(np.mean(roll.lengths)),
+                           generated_tokens=float(np.sum(roll.lengths)),
+                           prompt_tokens=float(np.sum(roll.prompt_lengths)),
+                           update_tokens=float(B * length), rollout_seconds=t_rollout,
+                           step_seconds=time.perf_counter() - t0)
+            if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \
+                    and step + 1 < loop.steps:
+                metrics.update({f"eval_{k}": v for k, v in evaluate_fn(state.params, step + 1)
+                                .items() if isinstance(v, (int, float, list, tuple))})
+            if writer is not None:
+                writer.write(step + 1, metrics, stage)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
+            if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
+                _save(manager, step + 1, state, stage, model_config=cfg)
+                if flag["stop"]:
+                    manager.wait()
+                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
+                                    "same command to resume")
+        manager.wait()
+        _save(manager, loop.steps, state, stage, force=True, model_config=cfg)
+    return state.params
