@@ -44,6 +44,14 @@ def _interval(values: np.ndarray) -> list[float]:
     return list(stats.wilson_interval(min(float(values.sum()), values.size), values.size))
 
 
+def _mean_interval(values: np.ndarray) -> list[float]:
+    """Mean +- 1.96 standard errors of per-problem values (problems as units)."""
+    if values.size < 2:
+        return [float(values.mean()), float(values.mean())]
+    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(values.size)
+    return [float(values.mean()) - half, float(values.mean()) + half]
+
+
 def pass_and_majority(problems: Sequence[tasks.Problem], texts: Sequence[Sequence[str]],
                       correct_PG: np.ndarray, ks: Sequence[int] = PASS_KS) -> dict:
     """pass@k (unbiased, from G samples) and majority@k (the vote of disjoint groups of k
@@ -77,7 +85,8 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
     Returns accuracy (mean correctness over all samples), its 95% Wilson interval over
     problems (`accuracy_ci`; per-problem accuracies as the unit), `per_problem` (mean
     correctness of each problem, in order: for `stats.paired_difference` between policies),
-    format_rate, mean_length (tokens), language_consistency, pass@k / majority@k with
+    format_rate, mean_length (tokens) with its interval over problems (`mean_length_ci`),
+    language_consistency, pass@k / majority@k with
     intervals for each k in `pass_ks` that is <= num_samples, and `examples` (a few decoded
     completions). With `extra_scores(problem, completion) -> {name: value in [0, 1]}`, each
     name's mean over all completions and its interval over problems (`<name>_ci`) are added.
@@ -104,6 +113,8 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
         "per_problem": [round(float(x), 6) for x in per_problem],
         "format_rate": float(np.concatenate([s["format"] for s in scores]).mean()),
         "mean_length": float(np.concatenate(lengths).mean()),
+        "mean_length_ci": _mean_interval(np.concatenate(lengths).reshape(len(problems), -1)
+                                         .mean(axis=1)),
         "num_problems": len(problems),
         "num_samples": num_samples,
         "temperature": temperature,
