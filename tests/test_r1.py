@@ -107,3 +107,71 @@ def test_r1_five_stages_against_r1_zero(tiny_base, tiny_r1_zero, tmp_path):
         [s["language_consistency"] for s in res["stages"]]
     with open(work / "results.json") as f:
         assert json.load(f)["stages"][0]["name"] == "cold_start"
+
+
+def _random_qwen2_folder(path, corpus):
+    """A random-weight Hugging Face Qwen2 folder (2 layers, d_model 32) with a byte-level BPE
+    tokenizer trained on `corpus`."""
+    import tokenizers
+    import torch
+    import transformers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    path.mkdir()
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainer=trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>", "clean_up_tokenization_spaces": False}))
+    config = transformers.Qwen2Config(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=1024, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).float().save_pretrained(
+        str(path), safe_serialization=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["qwen2.5-0.5b", "qwen2.5-1.5b"])
+def test_real_scale_variants_run_every_stage_at_a_shrunken_size(variant, tmp_path):
+    """The real-scale path (a local HF folder, GSM8K JSONL, a cold-start JSONL) runs all five
+    stages and R1-Zero, a step or two each, on a random-weight model."""
+    from r1jax import data, prompts, r1_data
+    gsm8k = data.sample_path("gsm8k")
+    problems = data.load_jsonl(gsm8k, "gsm8k").problems
+    cold = tmp_path / "cold.jsonl"
+    cold.write_text("".join(json.dumps({"question": p.question,
+                                        "reasoning": p.metadata["rationale"],
+                                        "answer": p.answer}) + "\n" for p in problems))
+    corpus = [prompts.render("r1_zero", p.question) + r1_data.r1_completion(
+        p.metadata["rationale"], r1_data.summary_line(p.answer), p.answer) for p in problems]
+    corpus += [e["prompt"] + e["completion"]
+               for e in r1_data.nonreasoning_examples(r1_data.nonreasoning_problems(0, 200))]
+    _random_qwen2_folder(tmp_path / "hf", corpus)
+    c = load_config("r1", variant)
+    c.unlock()
+    c.model.path = str(tmp_path / "hf")
+    c.model.compute_dtype = "float32"
+    c.task.train_path = c.task.test_path = gsm8k
+    c.cold_start.path = str(cold)
+    c.mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+    for g in (c.reasoning_rl, c.final_rl):
+        g.steps, g.prompts_per_step, g.num_generations, g.max_new_tokens = 2, 2, 2, 8
+        g.max_prompt_tokens, g.grad_accum = 192, 1
+    c.cold_start.steps = c.sft.steps = c.reward_model.steps = 2
+    c.cold_start.batch_size = c.sft.batch_size = c.reward_model.batch_size = 2
+    c.rejection.num_problems, c.rejection.samples_per_problem = 3, 2
+    c.nonreasoning.num_train = 8
+    c.eval.num_problems, c.eval.num_samples, c.eval.num_nonreasoning, c.eval.every = 3, 1, 4, 0
+    c.r1_zero_steps = 1
+    c.lock()
+    res = r1.run(c, str(tmp_path / "w"), show_progress=False)
+    assert [s["name"] for s in res["stages"]] == list(r1.STAGES)
+    assert res["r1_zero"]["rl_steps"] == 1 and res["r1_zero"]["source"] == "this run"
+    assert res["reward_model"]["num_pairs"] == 3 * 4
+    assert res["stages"][0]["train_examples"] == len(problems)

@@ -454,7 +454,6 @@ def r1_zero_reference(ctx: Context) -> dict:
     g = c.reasoning_rl
     draw = _reasoning_problems(c, 0)
     grpo_cfg, rollout, loop = _grpo_settings(g, c.task.template, c.r1_zero_steps, c.seed)
-    rollout = dataclasses.replace(rollout, max_new_tokens=96)
     curve = [[0, base_eval["greedy_accuracy"], base_eval["accuracy"]]]
 
     def evaluate_fn(p, step):
