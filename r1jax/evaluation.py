@@ -4,7 +4,7 @@ the per-problem accuracies that paired comparisons between two policies need."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -44,6 +44,14 @@ def _interval(values: np.ndarray) -> list[float]:
     return list(stats.wilson_interval(min(float(values.sum()), values.size), values.size))
 
 
+def _mean_interval(values: np.ndarray) -> list[float]:
+    """Mean +- 1.96 standard errors of per-problem values (problems as units)."""
+    if values.size < 2:
+        return [float(values.mean()), float(values.mean())]
+    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(values.size)
+    return [float(values.mean()) - half, float(values.mean()) + half]
+
+
 def pass_and_majority(problems: Sequence[tasks.Problem], texts: Sequence[Sequence[str]],
                       correct_PG: np.ndarray, ks: Sequence[int] = PASS_KS) -> dict:
     """pass@k (unbiased, from G samples) and majority@k (the vote of disjoint groups of k
@@ -69,20 +77,23 @@ def pass_and_majority(problems: Sequence[tasks.Problem], texts: Sequence[Sequenc
 def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax.Array, *,
              template: str = "r1_zero_short", max_new_tokens: int = 96, num_samples: int = 1,
              temperature: float = 1.0, batch_size: int = 128, lang: Optional[str] = "en",
-             pass_ks: Sequence[int] = (), shard=None) -> dict:
+             pass_ks: Sequence[int] = (), shard=None,
+             extra_scores: Optional[Callable[[tasks.Problem, str], dict]] = None) -> dict:
     """Samples `num_samples` completions per held-out problem (temperature 0: greedy) and
     scores them.
 
     Returns accuracy (mean correctness over all samples), its 95% Wilson interval over
     problems (`accuracy_ci`; per-problem accuracies as the unit), `per_problem` (mean
     correctness of each problem, in order: for `stats.paired_difference` between policies),
-    format_rate, mean_length (tokens), language_consistency, pass@k / majority@k with
+    format_rate, mean_length (tokens) with its interval over problems (`mean_length_ci`),
+    language_consistency, pass@k / majority@k with
     intervals for each k in `pass_ks` that is <= num_samples, and `examples` (a few decoded
-    completions).
+    completions). With `extra_scores(problem, completion) -> {name: value in [0, 1]}`, each
+    name's mean over all completions and its interval over problems (`<name>_ci`) are added.
     """
     sampling = sampler.SamplingConfig(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                       temperature=temperature)
-    scores, lengths, texts, examples = [], [], [], []
+    scores, lengths, texts, examples, extra_problems = [], [], [], [], []
     for i, start in enumerate(range(0, len(problems), batch_size)):
         chunk = problems[start:start + batch_size]
         roll = sample_completions(params, cfg, tokenizer,
@@ -92,6 +103,7 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
         scores.append(score_completions(chunk, chunk_texts, lang))
         lengths.append(np.asarray(roll.lengths))
         texts += chunk_texts
+        extra_problems += chunk
         examples += [(p.question, row[0]) for p, row in zip(chunk[:2], chunk_texts)]
     correct = np.concatenate([s["correct"] for s in scores])
     per_problem = correct.mean(axis=1)
@@ -101,6 +113,8 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
         "per_problem": [round(float(x), 6) for x in per_problem],
         "format_rate": float(np.concatenate([s["format"] for s in scores]).mean()),
         "mean_length": float(np.concatenate(lengths).mean()),
+        "mean_length_ci": _mean_interval(np.concatenate(lengths).reshape(len(problems), -1)
+                                         .mean(axis=1)),
         "num_problems": len(problems),
         "num_samples": num_samples,
         "temperature": temperature,
@@ -110,4 +124,10 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
     if lang is not None:
         result["language_consistency"] = float(
             np.concatenate([s["language"] for s in scores]).mean())
+    if extra_scores is not None:
+        rows = [[extra_scores(p, t) for t in row] for p, row in zip(extra_problems, texts)]
+        for name in (rows[0][0] if rows and rows[0] else {}):
+            per = np.array([[float(r[name]) for r in row] for row in rows]).mean(axis=1)
+            result[name] = float(per.mean())
+            result[f"{name}_ci"] = _interval(per)
     return result

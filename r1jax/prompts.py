@@ -21,12 +21,19 @@ R1_ZERO = (
 R1_ZERO_SHORT = "Q: {question}\nthink, then answer\nA:"
 ZERO_SHOT_COT = "Q: {question}\nA: Let's think step by step."
 DIRECT = "Q: {question}\nA: The answer is"
+# For non-reasoning questions of the tiny model (R1's stage 3-5 data): answered at once.
+AT_ONCE_SHORT = "Q: {question}\nanswer at once\nA:"
+# The question is the whole prompt, already rendered (a batch mixing prompts of several
+# templates, as R1's final RL stage does).
+PLAIN = "{question}"
 
 TEMPLATES: dict[str, str] = {
     "r1_zero": R1_ZERO,
     "r1_zero_short": R1_ZERO_SHORT,
     "zero_shot_cot": ZERO_SHOT_COT,
     "direct": DIRECT,
+    "at_once_short": AT_ONCE_SHORT,
+    "plain": PLAIN,
 }
 
 

@@ -159,6 +159,49 @@ def format_reward_partial(text: str) -> float:
     return 0.25 * (think_ok + answer_ok + order_ok) + 0.25 * format_reward(text)
 
 
+def _r1_parts(text: str) -> tuple[str, str, str] | None:
+    """(reasoning, summary, answer) of a completion `<think>R</think> S <answer>A</answer>`
+    (each tag exactly once, in that order, only white space outside), stripped; else None."""
+    s = text.strip()
+    if not (s.startswith(THINK_OPEN) and s.endswith(ANSWER_CLOSE)):
+        return None
+    if any(s.count(tag) != 1 for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)):
+        return None
+    i, j = s.find(THINK_CLOSE), s.find(ANSWER_OPEN)
+    if j < i:
+        return None
+    return (s[len(THINK_OPEN):i].strip(), s[i + len(THINK_CLOSE):j].strip(),
+            s[j + len(ANSWER_OPEN):len(s) - len(ANSWER_CLOSE)].strip())
+
+
+def summary_text(text: str) -> str | None:
+    """The summary of an R1-format completion: the text between `</think>` and `<answer>`,
+    stripped ("" when there is none); None when the completion is not in the R1 format."""
+    parts = _r1_parts(text)
+    return None if parts is None else parts[1]
+
+
+def r1_format_reward(text: str, require_summary: bool = False) -> float:
+    """1.0 iff `text` is DeepSeek-R1's readable format: `<think>` with a non-empty chain of
+    thought `</think>`, then a summary (free text; required with `require_summary`), then a
+    non-empty `<answer>…</answer>`; each tag exactly once, only white space outside. Else 0.0.
+
+    Unlike `format_reward` (R1-Zero) the think block may not be empty and text may stand
+    between the two blocks."""
+    parts = _r1_parts(text)
+    if parts is None:
+        return 0.0
+    reasoning, summary, answer = parts
+    if not reasoning or not answer or (require_summary and not summary):
+        return 0.0
+    return 1.0
+
+
+def summary_reward(text: str) -> float:
+    """1.0 iff `text` is in the R1 format (`r1_format_reward`) with a non-empty summary."""
+    return r1_format_reward(text, require_summary=True)
+
+
 CHECKERS = ("builtin", "math_verify")
 _MATH_VERIFY_MAX_CHARS = 1000
 

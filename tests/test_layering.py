@@ -15,10 +15,13 @@ FLOORS = {
     "sampler": 2, "rollout": 2, "logprobs": 2, "checkpoint": 2, "hf": 2,
     # 3: tasks and data, templates, rule rewards, learned verifiers
     "tasks": 3, "data": 3, "seqio_tasks": 3, "prompts": 3, "rewards": 3, "verifiers": 3,
+    "r1_data": 3,
     # 4: losses, jitted steps and search methods
     "sft": 4, "grpo": 4, "distill": 4, "search": 4,
+    "mixed_reward": 4,
     # 5: loops, held-out evaluation, the shared base model of the recipes
     "train": 5, "evaluation": 5, "pretrain": 5,
+    "rejection": 5,
     # 6: the recipes (each one experiment; never importing another recipe)
     "recipes": 6,
 }
