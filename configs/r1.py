@@ -112,6 +112,16 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     # R1-Zero (rule rewards, no language reward) runs here from the base for r1_zero_steps.
     c.r1_zero_workdir = ""
     c.r1_zero_steps = 40
+    # DeepSeek's "unsuccessful attempt", as an ablation: GRPO from the base with a learned
+    # outcome reward model (trained on base samples labelled by the rule checker) as the only
+    # reward, for rl_steps (0: not run); reasoning_rl's GRPO settings.
+    c.orm_ablation = ml_collections.ConfigDict()
+    c.orm_ablation.rl_steps = 40
+    c.orm_ablation.num_problems = 256
+    c.orm_ablation.samples_per_problem = 4
+    c.orm_ablation.steps = 80
+    c.orm_ablation.batch_size = 32
+    c.orm_ablation.learning_rate = 1e-3
     # Start from an earlier stage of another run: its stages up to and including this one
     # (and its base) are copied from resume_from.workdir; the later ones run here.
     c.resume_from = ml_collections.ConfigDict({"workdir": "", "stage": ""})
@@ -144,5 +154,10 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
         c.eval.num_samples = 1
         c.eval.every = 20
         c.r1_zero_steps = 400
+        c.orm_ablation.rl_steps = 0        # opt in: --config.orm_ablation.rl_steps=200
+        c.orm_ablation.num_problems = 1000
+        c.orm_ablation.steps = 200
+        c.orm_ablation.batch_size = 8
+        c.orm_ablation.learning_rate = 1e-5
     c.lock()
     return c

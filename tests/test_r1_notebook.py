@@ -29,7 +29,9 @@ def test_r1_notebook_committed_without_outputs_and_its_defaults_are_the_tiny_con
                 "reward_model_steps": c.reward_model.steps, "final_rl_steps": c.final_rl.steps,
                 "eval_problems": c.eval.num_problems, "eval_samples": c.eval.num_samples,
                 "eval_nonreasoning": c.eval.num_nonreasoning,
-                "r1_zero_workdir": c.r1_zero_workdir, "r1_zero_steps": c.r1_zero_steps}
+                "r1_zero_workdir": c.r1_zero_workdir, "r1_zero_steps": c.r1_zero_steps,
+                "orm_ablation_steps": c.orm_ablation.rl_steps,
+                "orm_problems": c.orm_ablation.num_problems}
     assert {k: params.get(k) for k in expected} == expected
     assert c.final_rl.language_weight == c.reasoning_rl.language_weight
 
@@ -44,6 +46,7 @@ def test_r1_notebook_executes(tmp_path, monkeypatch):
     assert [s["name"] for s in results["stages"]] == [
         "cold_start", "reasoning_rl", "rejection_sampling", "sft_union", "final_rl"]
     assert results["r1_zero"]["source"] == "this run" and results["r1_zero"]["rl_steps"] == 2
+    assert results["orm_ablation"]["rl_steps"] == 2
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
     assert "| 5 final_rl |" in text and "FINAL POLICY" in text and "<answer>" in text

@@ -22,6 +22,10 @@ both and the steps each needs to reach `eval.reach_accuracy`, the rejection coun
 model's held-out pairwise accuracy. Each stage lives in `<workdir>/<i>_<name>/` (checkpoints,
 `record.json`); a stopped run resumes at the stage and step where it stopped, finished stages
 are read back, and `resume_from` starts from another run's earlier stage.
+
+Beside the stages, with `orm_ablation.rl_steps` > 0, DeepSeek's "unsuccessful attempt": GRPO
+from the base with a learned outcome reward model as the only reward (`orm_ablation`,
+`results.json` → `orm_ablation` with its curve), to see whether the policy hacks it.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import (evaluation, grpo, mixed_reward, pretrain, prompts, r1_data, rejection,
-                   rewards, sharding, stats, tasks, train, verifiers)
+                   rewards, sampler, sharding, stats, tasks, train, verifiers)
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 
 log = logging.getLogger("r1jax")
@@ -74,13 +78,18 @@ def check_config(c) -> None:
     for g in ("reasoning_rl", "final_rl"):
         positive += [f"{g}.{k}" for k in ("steps", "prompts_per_step", "num_generations",
                                           "max_new_tokens", "max_prompt_tokens", "grad_accum")]
+    if c.orm_ablation.rl_steps:
+        positive += [f"orm_ablation.{k}" for k in ("num_problems", "samples_per_problem",
+                                                    "steps", "batch_size")]
     for path in positive:
         need(is_int(_get(c, path)) and _get(c, path) > 0, path, "an int > 0")
     for path in ("cold_start.num_examples", "cold_start.warmup_steps", "sft.warmup_steps",
+                 "orm_ablation.rl_steps",
                  "reasoning_rl.warmup_steps", "final_rl.warmup_steps", "eval.every",
                  "pretrain.steps", "pretrain.warmup_steps"):
         need(is_int(_get(c, path)) and _get(c, path) >= 0, path, "an int >= 0")
     for path in ("cold_start.learning_rate", "sft.learning_rate", "reward_model.learning_rate",
+                 "orm_ablation.learning_rate",
                  "reasoning_rl.learning_rate", "final_rl.learning_rate",
                  "reasoning_rl.temperature", "final_rl.temperature", "rejection.temperature",
                  "pretrain.learning_rate"):
@@ -150,6 +159,7 @@ class Context:
         self.c, self.workdir, self.cfg, self.tok = c, workdir, cfg, tok
         self.base_params, self.writer, self.mesh = base_params, writer, mesh
         self.show_progress = show_progress
+        self.base_record = None          # the base's held-out record, once evaluated
         self.shard = None if mesh is None else sharding.make_shard_fn(mesh)
         self.eval_problems = pretrain.load_problems(c, "test", c.eval.num_problems,
                                                     seed=c.seed + 1)
@@ -473,13 +483,124 @@ def r1_zero_reference(ctx: Context) -> dict:
     return rec
 
 
+# ----------------------------------------------------------------------------- ablation
+
+def _sample_texts(ctx: Context, params, rendered, num_samples: int, key, batch_size: int = 64):
+    """num_samples completions [len(rendered)][num_samples] of each rendered prompt."""
+    sampling = sampler.SamplingConfig(max_new_tokens=ctx.c.reasoning_rl.max_new_tokens,
+                                      num_samples=num_samples, temperature=1.0)
+    texts = []
+    for j, start in enumerate(range(0, len(rendered), batch_size)):
+        roll = evaluation.sample_completions(params, ctx.cfg, ctx.tok,
+                                             rendered[start:start + batch_size],
+                                             jax.random.fold_in(key, j), sampling,
+                                             shard=ctx.shard)
+        texts += roll.texts(ctx.tok)
+    return texts
+
+
+def train_outcome_model(ctx: Context, d: str):
+    """An ORM (value head over a copy of the base's trunk) trained on base samples of train
+    problems labelled by the rule checker; the last fifth of the problems is held out.
+    Returns (score_fn: probability of correctness, held-out numbers)."""
+    c, a = ctx.c, ctx.c.orm_ablation
+    problems = pretrain.load_problems(c, "train", a.num_problems, seed=c.seed + 11)
+    rendered = [prompts.render(c.task.template, p.question) for p in problems]
+    texts = _sample_texts(ctx, ctx.base_params, rendered, a.samples_per_problem,
+                          jax.random.fold_in(ctx.key, 11))
+    flat = [(q, t, tasks.task_accuracy_reward(p, t))
+            for p, q, row in zip(problems, rendered, texts) for t in row]
+    n_train = (len(problems) - len(problems) // 5) * a.samples_per_problem
+    train_rows, test_rows = flat[:n_train], flat[n_train:]
+    batch = verifiers.make_orm_batch(ctx.tok, [q for q, _, _ in train_rows],
+                                     [[t] for _, t, _ in train_rows],
+                                     [y for _, _, y in train_rows])
+    vparams = verifiers.init_verifier(ctx.base_params, ctx.cfg, jax.random.fold_in(ctx.key, 12))
+    loop = train.LoopConfig(steps=a.steps, learning_rate=a.learning_rate, warmup_steps=5,
+                            schedule="constant", checkpoint_every=a.steps, keep_checkpoints=1,
+                            seed=c.seed * 1000 + 11)
+    log.info("ablation: outcome reward model on %d base samples, %d steps", n_train, a.steps)
+    vparams = train.run_verifier(vparams, ctx.cfg, "orm", batch, loop, os.path.join(d, "orm"),
+                                 batch_size=a.batch_size, stage="orm_ablation_verifier",
+                                 writer=ctx.writer, show_progress=ctx.show_progress)
+    score = mixed_reward.orm_scorer(vparams, ctx.cfg, ctx.tok)
+    held = score([q for q, _, _ in test_rows], [t for _, t, _ in test_rows])
+    y = np.array([v for _, _, v in test_rows]) > 0.5
+    right = int(np.sum((held > 0.5) == y))
+    info = {"num_train": n_train, "num_test": len(test_rows),
+            "train_positive_rate": float(np.mean([v for _, _, v in train_rows])),
+            "test_accuracy": right / len(test_rows),
+            "test_accuracy_ci": list(stats.wilson_interval(right, len(test_rows))),
+            "test_auc": stats.roc_auc(held, y) if 0 < y.sum() < len(y) else None}
+    return score, info
+
+
+def orm_ablation(ctx: Context):
+    """DeepSeek-R1's "unsuccessful attempt" at tiny scale: GRPO from the base (as R1-Zero)
+    with the ORM's probability of correctness as the only reward, for orm_ablation.rl_steps,
+    the rule checker only watching (the rollouts' "accuracy" in the metrics). The record holds
+    the held-out numbers at the end and the ORM's; `orm_curve` reads the curve. None when
+    orm_ablation.rl_steps is 0."""
+    c, a = ctx.c, ctx.c.orm_ablation
+    if not a.rl_steps:
+        return None
+    d = os.path.join(ctx.workdir, "ablation_orm_reward")
+    if _done(d):
+        return _done(d)
+    t0 = time.time()
+    score, orm = train_outcome_model(ctx, d)
+    g = c.reasoning_rl
+    grpo_cfg, rollout, loop = _grpo_settings(g, c.task.template, a.rl_steps, c.seed * 1000 + 12)
+
+    def reward_fn(problems, texts):
+        G = len(texts[0])
+        p_ = [prompts.render(c.task.template, p.question) for p in problems for _ in range(G)]
+        learned = np.asarray(score(p_, [t for row in texts for t in row]), np.float32)
+        correct = np.array([[tasks.task_accuracy_reward(p, t) for t in row]
+                            for p, row in zip(problems, texts)], np.float32)
+        fmt = np.array([[rewards.format_reward(t) for t in row] for row in texts], np.float32)
+        return {"reward": learned.reshape(len(problems), G), "correct": correct, "format": fmt}
+
+    def evaluate_fn(p, step):
+        r = ctx.evaluate(p, 30_000 + step, num_samples=2)
+        return {k: r[k] for k in ("greedy_accuracy", "accuracy", "format_rate")}
+    draw = _reasoning_problems(c, 0)     # R1-Zero's training problems
+    log.info("ablation: GRPO from the base with the ORM as the reward, %d steps", a.rl_steps)
+    params = train.run_grpo(ctx.base_params, ctx.cfg, ctx.tok,
+                            lambda step, r: draw(step, r, g.prompts_per_step), loop, rollout,
+                            grpo_cfg, os.path.join(d, "ckpt"), stage="orm_ablation",
+                            writer=ctx.writer, evaluate_fn=evaluate_fn,
+                            eval_every=c.eval.every, reward_fn=reward_fn, mesh=ctx.mesh,
+                            show_progress=ctx.show_progress)
+    rec = _record(ctx, "orm_ablation", params, {"rl_steps": a.rl_steps, "orm": orm}, t0)
+    rec["curve"] = orm_curve(ctx.workdir, ctx.base_record, rec)
+    _write(os.path.join(d, "record.json"), rec)
+    return rec
+
+
+def orm_curve(workdir: str, base: dict, record: dict) -> list:
+    """[[RL step, mean ORM reward of the step's rollouts, their rule accuracy, held-out greedy
+    accuracy, held-out sampled accuracy]] of the ablation (None where not measured at that
+    step; step 0 is the base, the last step the final evaluation; of a step logged twice, as
+    when a run resumed, the last)."""
+    rows = {r["step"]: r for r in read_metrics(os.path.join(workdir, "metrics.jsonl"),
+                                               "orm_ablation")}
+    out = [[0, None, None, base["greedy_accuracy"], base["accuracy"]]]
+    out += [[s, r.get("reward"), r.get("accuracy"), r.get("eval_greedy_accuracy"),
+             r.get("eval_accuracy")] for s, r in sorted(rows.items())]
+    if out[-1][0] == record["rl_steps"]:
+        out[-1][3:] = [record["greedy_accuracy"], record["accuracy"]]
+    return out
+
+
 # ----------------------------------------------------------------------------- the run
 
 def _copy_earlier_stages(c, workdir: str) -> None:
-    """resume_from: the other run's base and its stages up to resume_from.stage, copied into
-    `workdir` where this run has none of its own."""
+    """resume_from: the other run's base (with the ORM ablation, which depends on the base
+    alone) and its stages up to resume_from.stage, copied into `workdir` where this run has
+    none of its own."""
     src = c.resume_from.workdir
-    names = ["base"] + [os.path.basename(_stage_dir(src, s))
+    names = ["base", "ablation_orm_reward"] + [os.path.basename(_stage_dir(src, s))
                         for s in STAGES[:STAGES.index(c.resume_from.stage) + 1]]
     for name in names:
         if os.path.isdir(os.path.join(src, name)) and not os.path.exists(
@@ -528,6 +649,8 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     params, records["sft_union"] = stage_sft_union(ctx, examples)
     params, records["final_rl"] = stage_final_rl(ctx, params)
     r1_zero = r1_zero_reference(ctx)
+    ctx.base_record = base_rec
+    ablation = orm_ablation(ctx)
     writer.close()
     curve = rl_curve(c, workdir, records)
     final = records["final_rl"]
@@ -544,6 +667,9 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
         "num_eval_nonreasoning": len(ctx.eval_nonreasoning),
         "seconds": round(time.time() - t_start, 1),
     }
+    if ablation is not None:
+        results["orm_ablation"] = {k: v for k, v in ablation.items()
+                                   if k not in ("per_problem", "examples")}
     same = len(r1_zero["per_problem"]["greedy"]) == len(final["per_problem"]["greedy"])
     if same:
         results["final_minus_r1_zero"] = {
@@ -578,6 +704,18 @@ def make_plots(workdir: str, results: dict) -> None:
                              "r1_sampled_accuracy", "r1_zero_sampled_accuracy"],
                 os.path.join(workdir, "r1_rl_curve.png"),
                 "Held-out accuracy per RL step: R1 (cold start at 0) vs R1-Zero (base at 0)")
+    if "orm_ablation" in results:
+        rows = [{"step": s, "orm_reward_train": r, "rule_accuracy_train": a,
+                 "heldout_greedy_accuracy": g, "heldout_sampled_accuracy": sa}
+                for s, r, a, g, sa in results["orm_ablation"]["curve"]]
+        rows += [{"step": s, "r1_zero_heldout_greedy": g}
+                 for s, g, _ in results["rl_curve"]["r1_zero"]]
+        plot_curves([{k: v for k, v in r.items() if v is not None} for r in rows],
+                    ["orm_reward_train", "rule_accuracy_train", "heldout_greedy_accuracy",
+                     "heldout_sampled_accuracy", "r1_zero_heldout_greedy"],
+                    os.path.join(workdir, "r1_orm_ablation.png"),
+                    "GRPO with a learned ORM as the reward (from the base) vs R1-Zero's rule "
+                    "rewards")
     path = os.path.join(workdir, "metrics.jsonl")
     for stage in ("reasoning_rl", "final_rl"):
         plot_curves(read_metrics(path, stage),
@@ -613,6 +751,14 @@ def results_table(results: dict) -> str:
                  f"({rm['num_pairs']} pairs)")
     lines.append(f"RL steps to greedy accuracy >= {results['reach_accuracy']}: "
                  f"{results['rl_steps_to_reach']}")
+    if "orm_ablation" in results:
+        a = results["orm_ablation"]
+        lines.append(f"ORM ablation ({a['rl_steps']} GRPO steps, ORM reward only): held-out "
+                     f"greedy {cell(a, 'greedy_accuracy')}, sampled {cell(a, 'accuracy')}; "
+                     f"ORM held-out accuracy {a['orm']['test_accuracy']:.3f}, AUC "
+                     f"{a['orm']['test_auc']}")
+        lines.append("ORM ablation curve [step, ORM reward, rollout accuracy, greedy, "
+                     f"sampled]: {a['curve']}")
     for key in ("final_minus_r1_zero", "stage5_minus_stage4"):
         if key in results:
             lines.append(f"{key} (paired, greedy / sampled): " + " / ".join(
