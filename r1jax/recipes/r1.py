@@ -470,7 +470,7 @@ def r1_zero_reference(ctx: Context) -> dict:
         r = ctx.evaluate(p, 20_000 + step, num_samples=2)
         curve.append([step, r["greedy_accuracy"], r["accuracy"]])
         return {k: r[k] for k in ("greedy_accuracy", "accuracy")}
-    params = train.run_grpo(ctx.base_params, ctx.cfg, ctx.tok,
+    params = train.run_grpo(jax.tree.map(jnp.copy, ctx.base_params), ctx.cfg, ctx.tok,
                             lambda step, r: draw(step, r, g.prompts_per_step), loop, rollout,
                             grpo_cfg, os.path.join(d, "ckpt"), stage="r1_zero",
                             writer=ctx.writer, evaluate_fn=evaluate_fn,
@@ -566,7 +566,7 @@ def orm_ablation(ctx: Context):
         return {k: r[k] for k in ("greedy_accuracy", "accuracy", "format_rate")}
     draw = _reasoning_problems(c, 0)     # R1-Zero's training problems
     log.info("ablation: GRPO from the base with the ORM as the reward, %d steps", a.rl_steps)
-    params = train.run_grpo(ctx.base_params, ctx.cfg, ctx.tok,
+    params = train.run_grpo(jax.tree.map(jnp.copy, ctx.base_params), ctx.cfg, ctx.tok,
                             lambda step, r: draw(step, r, g.prompts_per_step), loop, rollout,
                             grpo_cfg, os.path.join(d, "ckpt"), stage="orm_ablation",
                             writer=ctx.writer, evaluate_fn=evaluate_fn,
