@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "r1jax"
 FLOORS = {
     # 1: the model and what needs no model
     "model": 1, "sharding": 1, "tokenizer": 1, "stats": 1, "distributed": 1, "reporting": 1,
-    "provenance": 1, "train_state": 1, "svg": 1,
+    "provenance": 1, "train_state": 1, "svg": 1, "config_checks": 1,
     # 2: sampling (and its token-level rollout type), log-probs, checkpoints, HF interop
     "sampler": 2, "rollout": 2, "logprobs": 2, "checkpoint": 2, "hf": 2,
     # 3: tasks and data, templates, rule rewards, learned verifiers

@@ -42,6 +42,7 @@ import numpy as np
 
 from r1jax import (checkpoint, distill, evaluation, grpo, model, pretrain, prompts, rewards,
                    sampler, sharding, stats, tasks, train)
+from r1jax.config_checks import get, is_int, needs
 from r1jax.reporting import MetricWriter, read_metrics
 
 log = logging.getLogger("r1jax")
@@ -55,19 +56,7 @@ DISTILLED = ("sequence", "token", "on_policy")
 def check_config(c) -> None:
     """Every value of config `c` a run uses, each failing with its full field path, before
     any work."""
-    def get(path: str):
-        value = c
-        for key in path.split("."):
-            value = value[key]
-        return value
-
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {get(path)!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    need = needs(c)
     for path in ("samples.num_problems", "samples.per_problem", "samples.keep_per_problem",
                  "samples.max_new_tokens", "samples.max_prompt_tokens", "sequence.steps",
                  "sequence.batch_size", "token.steps", "token.batch_size", "token.chunk",
@@ -76,16 +65,16 @@ def check_config(c) -> None:
                  "grpo.num_generations", "grpo.grad_accum", "eval.num_problems",
                  "eval.num_samples", "pretrain.batch_size", "pretrain.seq_len",
                  "pretrain.num_examples", "checkpoint_every", "keep_checkpoints"):
-        need(is_int(get(path)) and get(path) > 0, path, "an int > 0")
+        need(is_int(get(c, path)) and get(c, path) > 0, path, "an int > 0")
     for path in ("sequence.warmup_steps", "token.warmup_steps", "on_policy.warmup_steps",
                  "grpo.warmup_steps", "eval.curve_points", "pretrain.steps",
                  "pretrain.warmup_steps"):
-        need(is_int(get(path)) and get(path) >= 0, path, "an int >= 0")
+        need(is_int(get(c, path)) and get(c, path) >= 0, path, "an int >= 0")
     for path in ("sequence.learning_rate", "token.learning_rate", "on_policy.learning_rate",
                  "grpo.learning_rate", "pretrain.learning_rate", "samples.temperature",
                  "token.temperature", "on_policy.temperature", "on_policy.sample_temperature",
                  "grpo.temperature"):
-        need(get(path) > 0, path, "> 0")
+        need(get(c, path) > 0, path, "> 0")
     need(c.grpo.num_generations >= 2, "grpo.num_generations", ">= 2 (group advantages)")
     need(c.eval.temperature >= 0, "eval.temperature", ">= 0 (0: greedy)")
     need(0 <= c.token.alpha <= 1, "token.alpha", "in [0, 1]")

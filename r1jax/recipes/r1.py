@@ -42,6 +42,7 @@ import numpy as np
 
 from r1jax import (evaluation, grpo, mixed_reward, pretrain, prompts, r1_data, rejection,
                    rewards, sampler, sharding, stats, tasks, train, verifiers)
+from r1jax.config_checks import get, is_int, needs
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 
 log = logging.getLogger("r1jax")
@@ -53,21 +54,9 @@ METRICS = ("accuracy", "greedy_accuracy", "format_rate", "language_consistency",
 
 # ----------------------------------------------------------------------------- config
 
-def _get(c, path: str):
-    for key in path.split("."):
-        c = c[key]
-    return c
-
-
 def check_config(c) -> None:
     """Every value a run uses, each failing with its full field path, before any work."""
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {_get(c, path)!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    need = needs(c)
     positive = ["cold_start.steps", "cold_start.batch_size", "rejection.num_problems",
                 "rejection.samples_per_problem", "rejection.keep_per_problem",
                 "nonreasoning.num_train", "sft.steps", "sft.batch_size", "reward_model.steps",
@@ -82,24 +71,24 @@ def check_config(c) -> None:
         positive += [f"orm_ablation.{k}" for k in ("num_problems", "samples_per_problem",
                                                     "steps", "batch_size")]
     for path in positive:
-        need(is_int(_get(c, path)) and _get(c, path) > 0, path, "an int > 0")
+        need(is_int(get(c, path)) and get(c, path) > 0, path, "an int > 0")
     for path in ("cold_start.num_examples", "cold_start.warmup_steps", "sft.warmup_steps",
                  "orm_ablation.rl_steps",
                  "reasoning_rl.warmup_steps", "final_rl.warmup_steps", "eval.every",
                  "pretrain.steps", "pretrain.warmup_steps"):
-        need(is_int(_get(c, path)) and _get(c, path) >= 0, path, "an int >= 0")
+        need(is_int(get(c, path)) and get(c, path) >= 0, path, "an int >= 0")
     for path in ("cold_start.learning_rate", "sft.learning_rate", "reward_model.learning_rate",
                  "orm_ablation.learning_rate",
                  "reasoning_rl.learning_rate", "final_rl.learning_rate",
                  "reasoning_rl.temperature", "final_rl.temperature", "rejection.temperature",
                  "pretrain.learning_rate"):
-        need(_get(c, path) > 0, path, "> 0")
+        need(get(c, path) > 0, path, "> 0")
     for path in ("reasoning_rl.beta", "final_rl.beta", "reasoning_rl.epsilon",
                  "final_rl.epsilon", "reasoning_rl.format_weight", "final_rl.format_weight",
                  "reasoning_rl.language_weight", "final_rl.language_weight",
                  "reasoning_rl.accuracy_weight", "final_rl.accuracy_weight",
                  "final_rl.rm_weight", "final_rl.rule_weight", "rejection.max_repetition"):
-        need(_get(c, path) >= 0, path, ">= 0")
+        need(get(c, path) >= 0, path, ">= 0")
     need(c.final_rl.rm_weight + c.final_rl.rule_weight > 0, "final_rl.rm_weight",
          "> 0 or final_rl.rule_weight > 0 (non-reasoning prompts need a reward)")
     need(0 <= c.final_rl.nonreasoning_share < 1, "final_rl.nonreasoning_share", "in [0, 1)")

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import evaluation, pretrain, prompts, rewards, sampler, sharding, stats, tasks, train
+from r1jax.config_checks import get, is_int, needs
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 
 RUNS = {"star": True, "no_rationalization": False}   # run name -> rationalize
@@ -38,28 +39,16 @@ RUNS = {"star": True, "no_rationalization": False}   # run name -> rationalize
 def check_config(c) -> None:
     """Every value of config `c` a run uses, each failing with its full field path, before
     any work."""
-    def get(path: str):
-        value = c
-        for key in path.split("."):
-            value = value[key]
-        return value
-
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {get(path)!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    need = needs(c)
     for path in ("star.iterations", "star.num_train_problems", "star.samples_per_problem",
                  "star.keep_per_problem", "star.steps", "star.batch_size",
                  "star.max_new_tokens", "eval.num_problems", "eval.num_samples",
                  "pretrain.batch_size", "pretrain.seq_len", "pretrain.num_examples",
                  "checkpoint_every", "keep_checkpoints"):
-        need(is_int(get(path)) and get(path) > 0, path, "an int > 0")
+        need(is_int(get(c, path)) and get(c, path) > 0, path, "an int > 0")
     for path in ("star.few_shot_k", "star.warmup_steps", "pretrain.steps",
                  "pretrain.warmup_steps"):
-        need(is_int(get(path)) and get(path) >= 0, path, "an int >= 0")
+        need(is_int(get(c, path)) and get(c, path) >= 0, path, "an int >= 0")
     need(c.star.temperature > 0, "star.temperature", "> 0 (rationales are sampled)")
     need(c.eval.temperature >= 0, "eval.temperature", ">= 0 (0: greedy)")
     need(c.star.learning_rate > 0, "star.learning_rate", "> 0")
