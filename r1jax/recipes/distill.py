@@ -30,7 +30,6 @@ accuracy), `metrics.jsonl` and `distill_flops.png`. Each method's record is a fi
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -43,7 +42,7 @@ import numpy as np
 from r1jax import (checkpoint, distill, evaluation, grpo, model, pretrain, prompts, rewards,
                    sampler, sharding, stats, tasks, train)
 from r1jax.config_checks import get, is_int, needs
-from r1jax.reporting import MetricWriter, read_metrics
+from r1jax.reporting import MetricWriter, read_json, read_metrics, write_json
 
 log = logging.getLogger("r1jax")
 
@@ -462,24 +461,12 @@ def _r1_zero_shapes() -> int:
 
 # ----------------------------------------------------------------------------- the run
 
-def _read(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def run_method(ctx, name: str) -> dict:
     """One method's record (trained, evaluated), read back when it already finished."""
     path = os.path.join(ctx.workdir, name, "record.json")
     if os.path.exists(path):
         log.info("%s: reusing %s", name, path)
-        return _read(path)
+        return read_json(path)
     log.info("%s: starting", name)
     if name == "student_base":
         params, record = ctx.base_params, {"train_flops": 0.0, "train_seconds": 0.0,
@@ -499,7 +486,7 @@ def run_method(ctx, name: str) -> dict:
     record["params"] = cfg.num_params()
     record["train_seconds"] = None if record["train_seconds"] is None else \
         round(record["train_seconds"], 1)
-    _write(path, record)
+    write_json(path, record)
     return record
 
 
@@ -572,7 +559,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
         "eval_samples_per_problem": c.eval.num_samples, "eval_temperature": c.eval.temperature,
         "seconds": round(time.time() - t_start, 1),
     }
-    _write(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results)
     plot_flops(results, os.path.join(workdir, "distill_flops.png"))
     return results
 

@@ -19,7 +19,6 @@ low, high]) and `sampled_paired_last_minus_first`, and the same under `no_ration
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional, Sequence
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 
 from r1jax import evaluation, pretrain, prompts, rewards, sampler, sharding, stats, tasks, train
 from r1jax.config_checks import get, is_int, needs
-from r1jax.reporting import MetricWriter, plot_curves, read_metrics
+from r1jax.reporting import MetricWriter, plot_curves, read_json, read_metrics, write_json
 
 RUNS = {"star": True, "no_rationalization": False}   # run name -> rationalize
 
@@ -170,19 +169,6 @@ def solved_counts(examples: Sequence[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- the loop
 
-def _read(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write(path: str, value) -> None:
-    """Writes JSON atomically (a stopped run never leaves half a record)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def fine_tune(base_params, cfg, tok, examples: Sequence[dict], c, i: int, workdir: str,
               writer, mesh=None, show_progress: bool = True, stage: str = "star"):
     """The base fine-tuned on the examples (prompt -> completion) for iteration i's steps;
@@ -243,7 +229,8 @@ def iteration(ctx: Context, run_dir: str, i: int, data: Optional[list], rational
     `run_dir/iter_<i>/` when that iteration already finished."""
     c, d = ctx.c, os.path.join(run_dir, f"iter_{i}")
     if os.path.exists(os.path.join(d, "record.json")):
-        return _read(os.path.join(d, "record.json")), _read(os.path.join(d, "examples.json"))
+        return (read_json(os.path.join(d, "record.json")),
+                read_json(os.path.join(d, "examples.json")))
     t = time.time()
     steps = iteration_steps(c, i) if i and data else 0
     params = ctx.base_params
@@ -261,8 +248,8 @@ def iteration(ctx: Context, run_dir: str, i: int, data: Optional[list], rational
     record.update(solved_counts(examples), num_train_problems=len(ctx.train_problems),
                   seconds={"fine_tune": round(t_train, 1),
                            "evaluate_and_collect": round(time.time() - t - t_train, 1)})
-    _write(os.path.join(d, "examples.json"), examples)
-    _write(os.path.join(d, "record.json"), record)
+    write_json(os.path.join(d, "examples.json"), examples)
+    write_json(os.path.join(d, "record.json"), record)
     return record, examples
 
 
@@ -322,7 +309,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
                     "eval_samples_per_problem": c.eval.num_samples,
                     "eval_temperature": c.eval.temperature,
                     "seconds": round(time.time() - t_start, 1)})
-    _write(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results)
     make_plots(workdir)
     return results
 
