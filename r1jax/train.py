@@ -166,6 +166,24 @@ def _save(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, sta
                  extra={"stage": stage}, model_config=model_config, force=force)
 
 
+def _save_or_stop(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, stage: str,
+                  flag: dict, model_config: Optional[ModelConfig]) -> None:
+    """Saves step's checkpoint; after SIGTERM/SIGINT (`flag["stop"]`) waits for it and raises
+    Preempted."""
+    _save(manager, step, state, stage, model_config=model_config)
+    if flag["stop"]:
+        manager.wait()
+        raise Preempted(f"checkpoint saved at {stage} step {step}; run the same command to "
+                        "resume")
+
+
+def _final_save(manager: ckpt_lib.CheckpointManager, steps: int, state: TrainState, stage: str,
+                model_config: Optional[ModelConfig]) -> None:
+    """The last checkpoint of a loop, once the pending saves are written."""
+    manager.wait()
+    _save(manager, steps, state, stage, force=True, model_config=model_config)
+
+
 def length_buckets(loss_mask: np.ndarray, bucket: int) -> list[tuple[np.ndarray, int]]:
     """Examples grouped by length: (member indices, width) per group, where width is the
     members' length (through their last loss position) rounded up to a multiple of `bucket`
@@ -224,15 +242,10 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
                 _log_step(*pending, loop, writer, bar, stage, force=True)
                 pending = None
-                _save(manager, step + 1, state, stage, model_config=model_config)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
+                _save_or_stop(manager, step + 1, state, stage, flag, model_config)
         if pending is not None:
             _log_step(*pending, loop, writer, bar, stage, force=True)
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True, model_config=model_config)
+        _final_save(manager, loop.steps, state, stage, model_config)
     return state
 
 
@@ -510,13 +523,8 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                         for r, t in zip(rew["reward"][0], texts)), stage)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}")
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _save(manager, step + 1, state, stage, model_config=cfg)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True, model_config=cfg)
+                _save_or_stop(manager, step + 1, state, stage, flag, cfg)
+        _final_save(manager, loop.steps, state, stage, cfg)
     return state.params
 
 
@@ -661,11 +669,6 @@ def run_on_policy_distill(params, cfg: ModelConfig, teacher_params, teacher_cfg:
                 writer.write(step + 1, metrics, stage)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _save(manager, step + 1, state, stage, model_config=cfg)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True, model_config=cfg)
+                _save_or_stop(manager, step + 1, state, stage, flag, cfg)
+        _final_save(manager, loop.steps, state, stage, cfg)
     return state.params
