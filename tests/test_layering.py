@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "r1jax"
 FLOORS = {
     # 1: the model and what needs no model
     "model": 1, "sharding": 1, "tokenizer": 1, "stats": 1, "distributed": 1, "reporting": 1,
-    "provenance": 1, "train_state": 1, "svg": 1, "config_checks": 1,
+    "provenance": 1, "train_state": 1, "svg": 1,
     # 2: sampling (and its token-level rollout type), log-probs, checkpoints, HF interop
     "sampler": 2, "rollout": 2, "logprobs": 2, "checkpoint": 2, "hf": 2,
     # 3: tasks and data, templates, rule rewards, learned verifiers
@@ -21,7 +21,7 @@ FLOORS = {
     "mixed_reward": 4,
     # 5: loops, held-out evaluation, the shared base model of the recipes
     "train": 5, "evaluation": 5, "pretrain": 5,
-    "rejection": 5,
+    "rejection": 5, "config_checks": 5,
     # 6: the recipes (each one experiment; never importing another recipe)
     "recipes": 6,
 }

@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import (checkpoint, distill, evaluation, grpo, model, pretrain, prompts, rewards,
-                   sampler, sharding, stats, tasks, train)
-from r1jax.config_checks import get, is_int, needs
+from r1jax import (checkpoint, distill, evaluation, grpo, model, pretrain, prompts, sampler,
+                   sharding, stats, tasks, train)
+from r1jax.config_checks import check_task, get, is_int, needs
 from r1jax.reporting import MetricWriter, read_json, read_metrics, write_json
 
 log = logging.getLogger("r1jax")
@@ -83,15 +83,7 @@ def check_config(c) -> None:
          and all(m in METHODS for m in c.methods), "methods", f"a tuple of names in {METHODS}")
     need(c.task.template in prompts.TEMPLATES, "task.template",
          f"one of {sorted(prompts.TEMPLATES)}")
-    need(c.task.checker in rewards.CHECKERS, "task.checker", f"one of {rewards.CHECKERS}")
-    need(c.task.name in tasks.TASK_NAMES + ("gsm8k", "math"), "task.name",
-         f"one of {tasks.TASK_NAMES + ('gsm8k', 'math')}")
-    synthetic = c.task.name in tasks.TASK_NAMES
-    need(synthetic or bool(c.model.path), "model.path",
-         f"a local Hugging Face folder for task {c.task.name!r} (the tiny student knows only "
-         f"{tasks.TASK_NAMES})")
-    need(synthetic or bool(c.task.train_path and c.task.test_path), "task.train_path",
-         f"set, with config.task.test_path (local JSONL files) for task {c.task.name!r}")
+    check_task(c, f" (the tiny student knows only {tasks.TASK_NAMES})")
     if c.model.path:
         need(bool(c.teacher.path), "teacher.path",
              "a local Hugging Face folder (the student config.model.path is one: teacher and "

@@ -41,7 +41,7 @@ import numpy as np
 
 from r1jax import (evaluation, grpo, mixed_reward, pretrain, prompts, r1_data, rejection,
                    rewards, sampler, sharding, stats, tasks, train, verifiers)
-from r1jax.config_checks import get, is_int, needs
+from r1jax.config_checks import check_task, get, is_int, needs
 from r1jax.reporting import MetricWriter, plot_curves, read_json, read_metrics, write_json
 
 log = logging.getLogger("r1jax")
@@ -100,14 +100,8 @@ def check_config(c) -> None:
          f"one of {sorted(prompts.TEMPLATES)}")
     need(c.nonreasoning.template in prompts.TEMPLATES, "nonreasoning.template",
          f"one of {sorted(prompts.TEMPLATES)}")
-    need(c.task.checker in rewards.CHECKERS, "task.checker", f"one of {rewards.CHECKERS}")
-    need(c.task.name in tasks.TASK_NAMES + ("gsm8k", "math"), "task.name",
-         f"one of {tasks.TASK_NAMES + ('gsm8k', 'math')}")
+    check_task(c)
     synthetic = c.task.name in tasks.TASK_NAMES
-    need(synthetic or bool(c.model.path), "model.path",
-         f"a local Hugging Face folder for task {c.task.name!r}")
-    need(synthetic or bool(c.task.train_path and c.task.test_path), "task.train_path",
-         f"set, with config.task.test_path (local JSONL files) for task {c.task.name!r}")
     need(synthetic or bool(c.cold_start.path), "cold_start.path",
          f"a local JSONL of worked solutions for task {c.task.name!r}")
     need(not c.cold_start.path or os.path.isfile(c.cold_start.path), "cold_start.path",

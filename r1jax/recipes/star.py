@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from r1jax import evaluation, pretrain, prompts, rewards, sampler, sharding, stats, tasks, train
-from r1jax.config_checks import get, is_int, needs
+from r1jax import evaluation, pretrain, prompts, sampler, sharding, stats, tasks, train
+from r1jax.config_checks import check_task, get, is_int, needs
 from r1jax.reporting import MetricWriter, plot_curves, read_json, read_metrics, write_json
 
 RUNS = {"star": True, "no_rationalization": False}   # run name -> rationalize
@@ -58,15 +58,7 @@ def check_config(c) -> None:
          "a string with the fields {question} and {answer}")
     need(c.task.template in prompts.TEMPLATES, "task.template",
          f"one of {sorted(prompts.TEMPLATES)}")
-    need(c.task.checker in rewards.CHECKERS, "task.checker", f"one of {rewards.CHECKERS}")
-    need(c.task.name in tasks.TASK_NAMES + ("gsm8k", "math"), "task.name",
-         f"one of {tasks.TASK_NAMES + ('gsm8k', 'math')}")
-    synthetic = c.task.name in tasks.TASK_NAMES
-    need(synthetic or bool(c.model.path), "model.path",
-         f"a local Hugging Face folder for task {c.task.name!r} (the tiny base knows only "
-         f"{tasks.TASK_NAMES})")
-    need(synthetic or bool(c.task.train_path and c.task.test_path), "task.train_path",
-         f"set, with config.task.test_path (local JSONL files) for task {c.task.name!r}")
+    check_task(c, f" (the tiny base knows only {tasks.TASK_NAMES})")
 
 
 def iteration_steps(c, i: int) -> int:
