@@ -39,7 +39,7 @@ from optax import GradientTransformation
 
 from r1jax.logprobs import MAX_BLOCK_LOGITS, map_position_blocks
 from r1jax.model import ModelConfig, Params, ShardFn, hidden_states, logits_from_hidden
-from r1jax.train_state import TrainState, accumulate_gradients
+from r1jax.train_state import TrainState, accumulate_gradients, jit_train_step
 
 Array = jax.Array
 
@@ -187,13 +187,7 @@ def make_distill_step(cfg: ModelConfig, teacher_cfg: ModelConfig, tx: GradientTr
     state donated (the teacher's buffers must not alias it). Shardings as in
     `r1jax.sft.make_sft_step`; the teacher keeps the placement it is passed with."""
     def step(state, teacher_params, batch):
-        new_state, metrics = distill_step(state, teacher_params, batch, cfg, teacher_cfg, tx,
-                                          dcfg, shard)
-        if state_sharding is not None:
-            new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
-        return new_state, metrics
+        return distill_step(state, teacher_params, batch, cfg, teacher_cfg, tx, dcfg, shard)
 
-    kwargs = {}
-    if state_sharding is not None or batch_sharding is not None:
-        kwargs["in_shardings"] = (state_sharding, None, batch_sharding)
-    return jax.jit(step, donate_argnums=0, **kwargs)
+    return jit_train_step(step, state_sharding=state_sharding, batch_sharding=batch_sharding,
+                          num_middle=1)

@@ -43,7 +43,7 @@ from optax import GradientTransformation
 
 from r1jax.logprobs import token_logprobs
 from r1jax.model import ModelConfig, Params, ShardFn
-from r1jax.train_state import TrainState, accumulate_gradients
+from r1jax.train_state import TrainState, accumulate_gradients, jit_train_step
 
 Array = jax.Array
 
@@ -371,13 +371,7 @@ def make_grpo_step(cfg: ModelConfig, tx: GradientTransformation, grpo_cfg: GRPOC
     Shardings as in `r1jax.sft.make_sft_step`; the
     reference parameters keep the placement they are passed with."""
     def step(state, ref_params, batch):
-        new_state, metrics = grpo_step(state, ref_params, batch, cfg, tx, grpo_cfg, shard)
-        if state_sharding is not None:
-            new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
-        return new_state, metrics
+        return grpo_step(state, ref_params, batch, cfg, tx, grpo_cfg, shard)
 
-    kwargs = {}
-    if state_sharding is not None or batch_sharding is not None:
-        # ref_params (possibly None) keep their own placement.
-        kwargs["in_shardings"] = (state_sharding, None, batch_sharding)
-    return jax.jit(step, donate_argnums=0, **kwargs)
+    return jit_train_step(step, state_sharding=state_sharding, batch_sharding=batch_sharding,
+                          num_middle=1)

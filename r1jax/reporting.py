@@ -85,6 +85,20 @@ def read_metrics(path: str, stage: Optional[str] = None, since_step: int = -1) -
     return sorted(rows.values(), key=lambda r: r["step"])
 
 
+def read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path: str, value, default=None) -> None:
+    """Writes JSON atomically (a stopped run never leaves half a record); `default` as in
+    `json.dump`."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, default=default)
+    os.replace(path + ".tmp", path)
+
+
 def plot_curves(rows: Iterable[Mapping], keys: Iterable[str], path: str, title: str = "") -> None:
     """One PNG with a panel per metric key against step (keys absent from every row skipped);
     where rows carry `<key>_ci` = [lo, hi] (e.g. held-out accuracy), the interval is a band."""

@@ -22,7 +22,7 @@ from optax import GradientTransformation
 
 from r1jax.logprobs import token_logprobs
 from r1jax.model import ModelConfig, Params, ShardFn
-from r1jax.train_state import TrainState, accumulate_gradients
+from r1jax.train_state import TrainState, accumulate_gradients, jit_train_step
 
 Array = jax.Array
 
@@ -81,13 +81,6 @@ def make_sft_step(cfg: ModelConfig, tx: GradientTransformation, *, grad_accum: i
     state_sharding.
     """
     def step(state, batch):
-        new_state, metrics = sft_step(state, batch, cfg, tx, grad_accum=grad_accum, chunk=chunk,
-                                      shard=shard)
-        if state_sharding is not None:
-            new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
-        return new_state, metrics
+        return sft_step(state, batch, cfg, tx, grad_accum=grad_accum, chunk=chunk, shard=shard)
 
-    kwargs = {}
-    if state_sharding is not None or batch_sharding is not None:
-        kwargs["in_shardings"] = (state_sharding, batch_sharding)
-    return jax.jit(step, donate_argnums=0, **kwargs)
+    return jit_train_step(step, state_sharding=state_sharding, batch_sharding=batch_sharding)

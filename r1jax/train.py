@@ -166,6 +166,35 @@ def _save(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, sta
                  extra={"stage": stage}, model_config=model_config, force=force)
 
 
+def _resume(state: TrainState, loop: LoopConfig, workdir: str, stage: str,
+            show_progress: bool):
+    """(checkpoint manager, state restored from `workdir` or as given, progress bar over the
+    steps left)."""
+    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
+    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
+    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
+               total=loop.steps)
+    return manager, state, bar
+
+
+def _save_or_stop(manager: ckpt_lib.CheckpointManager, step: int, state: TrainState, stage: str,
+                  flag: dict, model_config: Optional[ModelConfig]) -> None:
+    """Saves step's checkpoint; after SIGTERM/SIGINT (`flag["stop"]`) waits for it and raises
+    Preempted."""
+    _save(manager, step, state, stage, model_config=model_config)
+    if flag["stop"]:
+        manager.wait()
+        raise Preempted(f"checkpoint saved at {stage} step {step}; run the same command to "
+                        "resume")
+
+
+def _final_save(manager: ckpt_lib.CheckpointManager, steps: int, state: TrainState, stage: str,
+                model_config: Optional[ModelConfig]) -> None:
+    """The last checkpoint of a loop, once the pending saves are written."""
+    manager.wait()
+    _save(manager, steps, state, stage, force=True, model_config=model_config)
+
+
 def length_buckets(loss_mask: np.ndarray, bucket: int) -> list[tuple[np.ndarray, int]]:
     """Examples grouped by length: (member indices, width) per group, where width is the
     members' length (through their last loss position) rounded up to a multiple of `bucket`
@@ -201,11 +230,8 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
     `workdir`, stops with NonFiniteError on a NaN/Inf loss (the last good checkpoint intact).
     `evaluate_fn(params, step) -> metrics`, when given, runs every `eval_every` steps (before
     the last) and its numbers are written as `eval_<name>`."""
-    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
+    manager, state, bar = _resume(state, loop, workdir, stage, show_progress)
     num_examples = len(next(iter(data.values())))
-    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
-               total=loop.steps)
     pending = None
     # Closing the manager waits for pending saves, also when an error ends the loop.
     with manager, _preemption_flag() as flag:
@@ -224,15 +250,10 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
                 _log_step(*pending, loop, writer, bar, stage, force=True)
                 pending = None
-                _save(manager, step + 1, state, stage, model_config=model_config)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
+                _save_or_stop(manager, step + 1, state, stage, flag, model_config)
         if pending is not None:
             _log_step(*pending, loop, writer, bar, stage, force=True)
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True, model_config=model_config)
+        _final_save(manager, loop.steps, state, stage, model_config)
     return state
 
 
@@ -466,11 +487,8 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                 chunk=grpo_cfg.logprob_chunk, shard=shard)
         return batch if batch_sharding is None else jax.device_put(batch, batch_sharding)
 
-    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
+    manager, state, bar = _resume(state, loop, workdir, stage, show_progress)
     base_key = jax.random.key(loop.seed)
-    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
-               total=loop.steps)
     with manager, _preemption_flag() as flag:
         for step in bar:
             t0 = time.perf_counter()
@@ -510,13 +528,8 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                         for r, t in zip(rew["reward"][0], texts)), stage)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}")
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _save(manager, step + 1, state, stage, model_config=cfg)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True, model_config=cfg)
+                _save_or_stop(manager, step + 1, state, stage, flag, cfg)
+        _final_save(manager, loop.steps, state, stage, cfg)
     return state.params
 
 
@@ -619,11 +632,8 @@ def run_on_policy_distill(params, cfg: ModelConfig, teacher_params, teacher_cfg:
         max_new_tokens=rollout.max_new_tokens, num_samples=num_generations,
         temperature=rollout.temperature, top_k=rollout.top_k, top_p=rollout.top_p,
         min_p=rollout.min_p)
-    manager = ckpt_lib.CheckpointManager(workdir, max_to_keep=loop.keep_checkpoints)
-    state, start = _restore_or(manager, state, stage, loop.steps, workdir)
+    manager, state, bar = _resume(state, loop, workdir, stage, show_progress)
     base_key = jax.random.key(loop.seed)
-    bar = tqdm(range(start, loop.steps), desc=stage, disable=not show_progress, initial=start,
-               total=loop.steps)
     with manager, _preemption_flag() as flag:
         for step in bar:
             t0 = time.perf_counter()
@@ -661,11 +671,6 @@ def run_on_policy_distill(params, cfg: ModelConfig, teacher_params, teacher_cfg:
                 writer.write(step + 1, metrics, stage)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
-                _save(manager, step + 1, state, stage, model_config=cfg)
-                if flag["stop"]:
-                    manager.wait()
-                    raise Preempted(f"checkpoint saved at {stage} step {step + 1}; run the "
-                                    "same command to resume")
-        manager.wait()
-        _save(manager, loop.steps, state, stage, force=True, model_config=cfg)
+                _save_or_stop(manager, step + 1, state, stage, flag, cfg)
+        _final_save(manager, loop.steps, state, stage, cfg)
     return state.params

@@ -41,6 +41,27 @@ class TrainState:
                             opt_state=opt_state, step=self.step + 1)
 
 
+def jit_train_step(step_fn: Callable, *, state_sharding: Optional[Any] = None,
+                   batch_sharding: Optional[Any] = None, num_middle: int = 0) -> Callable:
+    """`step_fn(state, *middle, batch) -> (state, metrics)` jitted once, the state donated.
+
+    state_sharding / batch_sharding (pytrees of `jax.sharding.Sharding`, or None to follow
+    the arguments' own placement) fix the input shardings; the new state keeps
+    state_sharding. The `num_middle` arguments between them (e.g. teacher or reference
+    parameters) keep the placement they are passed with.
+    """
+    def step(state, *args):
+        new_state, metrics = step_fn(state, *args)
+        if state_sharding is not None:
+            new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
+        return new_state, metrics
+
+    kwargs = {}
+    if state_sharding is not None or batch_sharding is not None:
+        kwargs["in_shardings"] = (state_sharding,) + (None,) * num_middle + (batch_sharding,)
+    return jax.jit(step, donate_argnums=0, **kwargs)
+
+
 def make_schedule(learning_rate: float, warmup_steps: int, total_steps: int,
                   schedule: str = "cosine", final_lr_fraction: float = 0.0) -> optax.Schedule:
     """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then constant or cosine

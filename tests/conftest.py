@@ -27,6 +27,21 @@ def load_config(name: str, variant: str):
     return module.get_config(variant)
 
 
+def config_with(name: str, variant: str, **overrides):
+    """`load_config(name, variant)` with dotted paths set: config_with("r1", "tiny",
+    **{"sft.steps": 2})."""
+    c = load_config(name, variant)
+    c.unlock()
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    c.lock()
+    return c
+
+
 
 import shutil  # noqa: E402
 

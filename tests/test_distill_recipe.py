@@ -5,22 +5,13 @@ import os
 
 import pytest
 
-from conftest import load_config
+from conftest import config_with, load_config
 from r1jax.recipes import distill as recipe
 
 
 def _config(teacher_dir, **overrides):
-    c = load_config("distill", "tiny")
-    c.unlock()
-    c.teacher.r1_zero_workdir = str(teacher_dir)
-    for path, value in overrides.items():
-        node = c
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    c.lock()
-    return c
+    return config_with("distill", "tiny",
+                       **{"teacher.r1_zero_workdir": str(teacher_dir), **overrides})
 
 
 @pytest.mark.parametrize("path,value,message", [

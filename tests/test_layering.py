@@ -21,7 +21,7 @@ FLOORS = {
     "mixed_reward": 4,
     # 5: loops, held-out evaluation, the shared base model of the recipes
     "train": 5, "evaluation": 5, "pretrain": 5,
-    "rejection": 5,
+    "rejection": 5, "config_checks": 5,
     # 6: the recipes (each one experiment; never importing another recipe)
     "recipes": 6,
 }

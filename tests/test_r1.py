@@ -5,21 +5,8 @@ import os
 
 import pytest
 
-from conftest import load_config
+from conftest import config_with, load_config
 from r1jax.recipes import r1
-
-
-def _config(**overrides):
-    c = load_config("r1", "tiny")
-    c.unlock()
-    for path, value in overrides.items():
-        *parents, leaf = path.split(".")
-        node = c
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    c.lock()
-    return c
 
 
 @pytest.mark.parametrize("path,value,message", [
@@ -36,7 +23,7 @@ def _config(**overrides):
     ("orm_ablation.rl_steps", -1, "config.orm_ablation.rl_steps must be an int >= 0"),
 ])
 def test_bad_values_fail_naming_their_field(path, value, message, tmp_path):
-    c = _config(**{path: value})
+    c = config_with("r1", "tiny", **{path: value})
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")
                        .replace(")", r"\)")):
         r1.run(c, str(tmp_path / "w"))
@@ -84,7 +71,7 @@ ACCURACY_MARGIN = 0.15   # final greedy accuracy >= R1-Zero's - this
 def test_r1_five_stages_against_r1_zero(tiny_base, tiny_r1_zero, tmp_path):
     work = tmp_path / "r1"
     tiny_base(work)
-    c = _config(r1_zero_workdir=str(tiny_r1_zero), **SMALL)
+    c = config_with("r1", "tiny", r1_zero_workdir=str(tiny_r1_zero), **SMALL)
     res = r1.run(c, str(work), show_progress=False)
     names = [s["name"] for s in res["stages"]]
     assert names == list(r1.STAGES)
@@ -128,8 +115,9 @@ def test_r1_five_stages_against_r1_zero(tiny_base, tiny_r1_zero, tmp_path):
     assert [s["greedy_accuracy"] for s in again["stages"]] == \
         [s["greedy_accuracy"] for s in res["stages"]]
     # start from another run's last stage: everything copied, nothing trained again
-    c2 = _config(r1_zero_workdir=str(tiny_r1_zero),
-                 **{"resume_from.workdir": str(work), "resume_from.stage": "final_rl"}, **SMALL)
+    c2 = config_with("r1", "tiny", r1_zero_workdir=str(tiny_r1_zero),
+                     **{"resume_from.workdir": str(work), "resume_from.stage": "final_rl"},
+                     **SMALL)
     other = r1.run(c2, str(tmp_path / "r1b"), show_progress=False)
     assert [s["language_consistency"] for s in other["stages"]] == \
         [s["language_consistency"] for s in res["stages"]]

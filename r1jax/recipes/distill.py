@@ -30,7 +30,6 @@ accuracy), `metrics.jsonl` and `distill_flops.png`. Each method's record is a fi
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -40,9 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import (checkpoint, distill, evaluation, grpo, model, pretrain, prompts, rewards,
-                   sampler, sharding, stats, tasks, train)
-from r1jax.reporting import MetricWriter, read_metrics
+from r1jax import (checkpoint, distill, evaluation, grpo, model, pretrain, prompts, sampler,
+                   sharding, stats, tasks, train)
+from r1jax.config_checks import check_task, get, is_int, needs
+from r1jax.reporting import MetricWriter, read_json, read_metrics, write_json
 
 log = logging.getLogger("r1jax")
 
@@ -55,19 +55,7 @@ DISTILLED = ("sequence", "token", "on_policy")
 def check_config(c) -> None:
     """Every value of config `c` a run uses, each failing with its full field path, before
     any work."""
-    def get(path: str):
-        value = c
-        for key in path.split("."):
-            value = value[key]
-        return value
-
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {get(path)!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    need = needs(c)
     for path in ("samples.num_problems", "samples.per_problem", "samples.keep_per_problem",
                  "samples.max_new_tokens", "samples.max_prompt_tokens", "sequence.steps",
                  "sequence.batch_size", "token.steps", "token.batch_size", "token.chunk",
@@ -76,16 +64,16 @@ def check_config(c) -> None:
                  "grpo.num_generations", "grpo.grad_accum", "eval.num_problems",
                  "eval.num_samples", "pretrain.batch_size", "pretrain.seq_len",
                  "pretrain.num_examples", "checkpoint_every", "keep_checkpoints"):
-        need(is_int(get(path)) and get(path) > 0, path, "an int > 0")
+        need(is_int(get(c, path)) and get(c, path) > 0, path, "an int > 0")
     for path in ("sequence.warmup_steps", "token.warmup_steps", "on_policy.warmup_steps",
                  "grpo.warmup_steps", "eval.curve_points", "pretrain.steps",
                  "pretrain.warmup_steps"):
-        need(is_int(get(path)) and get(path) >= 0, path, "an int >= 0")
+        need(is_int(get(c, path)) and get(c, path) >= 0, path, "an int >= 0")
     for path in ("sequence.learning_rate", "token.learning_rate", "on_policy.learning_rate",
                  "grpo.learning_rate", "pretrain.learning_rate", "samples.temperature",
                  "token.temperature", "on_policy.temperature", "on_policy.sample_temperature",
                  "grpo.temperature"):
-        need(get(path) > 0, path, "> 0")
+        need(get(c, path) > 0, path, "> 0")
     need(c.grpo.num_generations >= 2, "grpo.num_generations", ">= 2 (group advantages)")
     need(c.eval.temperature >= 0, "eval.temperature", ">= 0 (0: greedy)")
     need(0 <= c.token.alpha <= 1, "token.alpha", "in [0, 1]")
@@ -95,15 +83,7 @@ def check_config(c) -> None:
          and all(m in METHODS for m in c.methods), "methods", f"a tuple of names in {METHODS}")
     need(c.task.template in prompts.TEMPLATES, "task.template",
          f"one of {sorted(prompts.TEMPLATES)}")
-    need(c.task.checker in rewards.CHECKERS, "task.checker", f"one of {rewards.CHECKERS}")
-    need(c.task.name in tasks.TASK_NAMES + ("gsm8k", "math"), "task.name",
-         f"one of {tasks.TASK_NAMES + ('gsm8k', 'math')}")
-    synthetic = c.task.name in tasks.TASK_NAMES
-    need(synthetic or bool(c.model.path), "model.path",
-         f"a local Hugging Face folder for task {c.task.name!r} (the tiny student knows only "
-         f"{tasks.TASK_NAMES})")
-    need(synthetic or bool(c.task.train_path and c.task.test_path), "task.train_path",
-         f"set, with config.task.test_path (local JSONL files) for task {c.task.name!r}")
+    check_task(c, f" (the tiny student knows only {tasks.TASK_NAMES})")
     if c.model.path:
         need(bool(c.teacher.path), "teacher.path",
              "a local Hugging Face folder (the student config.model.path is one: teacher and "
@@ -473,24 +453,12 @@ def _r1_zero_shapes() -> int:
 
 # ----------------------------------------------------------------------------- the run
 
-def _read(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def run_method(ctx, name: str) -> dict:
     """One method's record (trained, evaluated), read back when it already finished."""
     path = os.path.join(ctx.workdir, name, "record.json")
     if os.path.exists(path):
         log.info("%s: reusing %s", name, path)
-        return _read(path)
+        return read_json(path)
     log.info("%s: starting", name)
     if name == "student_base":
         params, record = ctx.base_params, {"train_flops": 0.0, "train_seconds": 0.0,
@@ -510,7 +478,7 @@ def run_method(ctx, name: str) -> dict:
     record["params"] = cfg.num_params()
     record["train_seconds"] = None if record["train_seconds"] is None else \
         round(record["train_seconds"], 1)
-    _write(path, record)
+    write_json(path, record)
     return record
 
 
@@ -583,7 +551,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
         "eval_samples_per_problem": c.eval.num_samples, "eval_temperature": c.eval.temperature,
         "seconds": round(time.time() - t_start, 1),
     }
-    _write(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results)
     plot_flops(results, os.path.join(workdir, "distill_flops.png"))
     return results
 

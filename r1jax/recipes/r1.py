@@ -30,7 +30,6 @@ from the base with a learned outcome reward model as the only reward (`orm_ablat
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -42,7 +41,8 @@ import numpy as np
 
 from r1jax import (evaluation, grpo, mixed_reward, pretrain, prompts, r1_data, rejection,
                    rewards, sampler, sharding, stats, tasks, train, verifiers)
-from r1jax.reporting import MetricWriter, plot_curves, read_metrics
+from r1jax.config_checks import check_task, get, is_int, needs
+from r1jax.reporting import MetricWriter, plot_curves, read_json, read_metrics, write_json
 
 log = logging.getLogger("r1jax")
 
@@ -53,21 +53,9 @@ METRICS = ("accuracy", "greedy_accuracy", "format_rate", "language_consistency",
 
 # ----------------------------------------------------------------------------- config
 
-def _get(c, path: str):
-    for key in path.split("."):
-        c = c[key]
-    return c
-
-
 def check_config(c) -> None:
     """Every value a run uses, each failing with its full field path, before any work."""
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {_get(c, path)!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    need = needs(c)
     positive = ["cold_start.steps", "cold_start.batch_size", "rejection.num_problems",
                 "rejection.samples_per_problem", "rejection.keep_per_problem",
                 "nonreasoning.num_train", "sft.steps", "sft.batch_size", "reward_model.steps",
@@ -82,24 +70,24 @@ def check_config(c) -> None:
         positive += [f"orm_ablation.{k}" for k in ("num_problems", "samples_per_problem",
                                                     "steps", "batch_size")]
     for path in positive:
-        need(is_int(_get(c, path)) and _get(c, path) > 0, path, "an int > 0")
+        need(is_int(get(c, path)) and get(c, path) > 0, path, "an int > 0")
     for path in ("cold_start.num_examples", "cold_start.warmup_steps", "sft.warmup_steps",
                  "orm_ablation.rl_steps",
                  "reasoning_rl.warmup_steps", "final_rl.warmup_steps", "eval.every",
                  "pretrain.steps", "pretrain.warmup_steps"):
-        need(is_int(_get(c, path)) and _get(c, path) >= 0, path, "an int >= 0")
+        need(is_int(get(c, path)) and get(c, path) >= 0, path, "an int >= 0")
     for path in ("cold_start.learning_rate", "sft.learning_rate", "reward_model.learning_rate",
                  "orm_ablation.learning_rate",
                  "reasoning_rl.learning_rate", "final_rl.learning_rate",
                  "reasoning_rl.temperature", "final_rl.temperature", "rejection.temperature",
                  "pretrain.learning_rate"):
-        need(_get(c, path) > 0, path, "> 0")
+        need(get(c, path) > 0, path, "> 0")
     for path in ("reasoning_rl.beta", "final_rl.beta", "reasoning_rl.epsilon",
                  "final_rl.epsilon", "reasoning_rl.format_weight", "final_rl.format_weight",
                  "reasoning_rl.language_weight", "final_rl.language_weight",
                  "reasoning_rl.accuracy_weight", "final_rl.accuracy_weight",
                  "final_rl.rm_weight", "final_rl.rule_weight", "rejection.max_repetition"):
-        need(_get(c, path) >= 0, path, ">= 0")
+        need(get(c, path) >= 0, path, ">= 0")
     need(c.final_rl.rm_weight + c.final_rl.rule_weight > 0, "final_rl.rm_weight",
          "> 0 or final_rl.rule_weight > 0 (non-reasoning prompts need a reward)")
     need(0 <= c.final_rl.nonreasoning_share < 1, "final_rl.nonreasoning_share", "in [0, 1)")
@@ -112,14 +100,8 @@ def check_config(c) -> None:
          f"one of {sorted(prompts.TEMPLATES)}")
     need(c.nonreasoning.template in prompts.TEMPLATES, "nonreasoning.template",
          f"one of {sorted(prompts.TEMPLATES)}")
-    need(c.task.checker in rewards.CHECKERS, "task.checker", f"one of {rewards.CHECKERS}")
-    need(c.task.name in tasks.TASK_NAMES + ("gsm8k", "math"), "task.name",
-         f"one of {tasks.TASK_NAMES + ('gsm8k', 'math')}")
+    check_task(c)
     synthetic = c.task.name in tasks.TASK_NAMES
-    need(synthetic or bool(c.model.path), "model.path",
-         f"a local Hugging Face folder for task {c.task.name!r}")
-    need(synthetic or bool(c.task.train_path and c.task.test_path), "task.train_path",
-         f"set, with config.task.test_path (local JSONL files) for task {c.task.name!r}")
     need(synthetic or bool(c.cold_start.path), "cold_start.path",
          f"a local JSONL of worked solutions for task {c.task.name!r}")
     need(not c.cold_start.path or os.path.isfile(c.cold_start.path), "cold_start.path",
@@ -136,18 +118,6 @@ def check_config(c) -> None:
 
 def _stage_dir(workdir: str, name: str) -> str:
     return os.path.join(workdir, f"{STAGES.index(name) + 1}_{name}")
-
-
-def _read(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, default=float)
-    os.replace(path + ".tmp", path)
 
 
 # ----------------------------------------------------------------------------- context
@@ -288,7 +258,7 @@ def _record(ctx: Context, name: str, params, extra: dict, t0: float) -> dict:
 
 def _done(d: str):
     path = os.path.join(d, "record.json")
-    return _read(path) if os.path.exists(path) else None
+    return read_json(path) if os.path.exists(path) else None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -306,7 +276,7 @@ def stage_cold_start(ctx: Context, params):
     params = _sft(ctx, params, examples, c.cold_start, d, "cold_start", c.seed * 1000 + 1)
     rec = _done(d) or _record(ctx, "cold_start", params,
                               {"train_examples": len(examples), "rl_steps": 0}, t0)
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return params, rec
 
 
@@ -329,14 +299,14 @@ def stage_reasoning_rl(ctx: Context, params):
                  lambda step, r: draw(step, r, g.prompts_per_step), c.task.template, g.steps,
                  0, c.seed * 1000 + 2)
     rec = _done(d) or _record(ctx, "reasoning_rl", params, {"rl_steps": g.steps}, t0)
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return params, rec
 
 
 def stage_rejection(ctx: Context, params, rl_record: dict):
     c, d, t0 = ctx.c, _stage_dir(ctx.workdir, "rejection_sampling"), time.time()
     if _done(d):
-        return _read(os.path.join(d, "examples.json")), _done(d)
+        return read_json(os.path.join(d, "examples.json")), _done(d)
     r = c.rejection
     problems = pretrain.load_problems(c, "train", r.num_problems, seed=c.seed + 3)
     log.info("stage 3, rejection sampling: %d samples on each of %d train problems",
@@ -355,8 +325,8 @@ def stage_rejection(ctx: Context, params, rl_record: dict):
     rec.update(name="rejection_sampling", policy="reasoning_rl", counts=counts,
                reasoning_examples=len(kept), non_reasoning_examples=len(nonr),
                seconds=round(time.time() - t0, 1))
-    _write(os.path.join(d, "examples.json"), examples)
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "examples.json"), examples, default=float)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return examples, rec
 
 
@@ -366,7 +336,7 @@ def stage_sft_union(ctx: Context, examples):
     params = _sft(ctx, ctx.base_params, examples, c.sft, d, "sft_union", c.seed * 1000 + 4)
     rec = _done(d) or _record(ctx, "sft_union", params,
                               {"train_examples": len(examples), "rl_steps": 0}, t0)
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return params, rec
 
 
@@ -428,7 +398,7 @@ def stage_final_rl(ctx: Context, params):
                  g.steps, c.reasoning_rl.steps, c.seed * 1000 + 6)
     rec = _done(d) or _record(ctx, "final_rl", params,
                               {"rl_steps": g.steps, "reward_model": rm}, t0)
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return params, rec
 
 
@@ -440,7 +410,7 @@ def r1_zero_reference(ctx: Context) -> dict:
     base for r1_zero_steps and evaluated like the stages."""
     c = ctx.c
     if c.r1_zero_workdir:
-        res = _read(os.path.join(c.r1_zero_workdir, "results.json"))
+        res = read_json(os.path.join(c.r1_zero_workdir, "results.json"))
         out = {"source": os.path.abspath(c.r1_zero_workdir),
                "accuracy": res["final_accuracy"], "accuracy_ci": res["final_accuracy_ci"],
                "greedy_accuracy": res["final_greedy_accuracy"],
@@ -479,7 +449,7 @@ def r1_zero_reference(ctx: Context) -> dict:
     rec = _record(ctx, "r1_zero", params, {"rl_steps": c.r1_zero_steps, "source": "this run"},
                   t0)
     rec["curve"] = curve + [[c.r1_zero_steps, rec["greedy_accuracy"], rec["accuracy"]]]
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return rec
 
 
@@ -574,7 +544,7 @@ def orm_ablation(ctx: Context):
                             show_progress=ctx.show_progress)
     rec = _record(ctx, "orm_ablation", params, {"rl_steps": a.rl_steps, "orm": orm}, t0)
     rec["curve"] = orm_curve(ctx.workdir, ctx.base_record, rec)
-    _write(os.path.join(d, "record.json"), rec)
+    write_json(os.path.join(d, "record.json"), rec, default=float)
     return rec
 
 
@@ -640,7 +610,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     ctx = Context(c, workdir, cfg, tok, base_params, writer, mesh, show_progress)
     base_dir = os.path.join(workdir, "0_base")
     base_rec = _done(base_dir) or _record(ctx, "base", base_params, {"rl_steps": 0}, time.time())
-    _write(os.path.join(base_dir, "record.json"), base_rec)
+    write_json(os.path.join(base_dir, "record.json"), base_rec, default=float)
     records = {}
     params, records["cold_start"] = stage_cold_start(ctx, base_params)
     params, records["reasoning_rl"] = stage_reasoning_rl(ctx, params)
@@ -679,7 +649,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
         k: list(stats.paired_difference(final["per_problem"][k],
                                         records["sft_union"]["per_problem"][k]))
         for k in ("greedy", "sampled")}
-    _write(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results, default=float)
     make_plots(workdir, results)
     return results
 

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from r1jax import evaluation, grpo, pretrain, prompts, rewards, sharding, stats, tasks, train
+from r1jax.config_checks import get, is_int, needs
 from r1jax.reporting import MetricWriter, plot_curves, read_metrics
 
 log = logging.getLogger("r1jax")
@@ -26,22 +27,20 @@ log = logging.getLogger("r1jax")
 
 def _check_values(c) -> None:
     """Counts, lengths, rates and learning rates of config `c`, each named by its full path."""
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {_get(c, path)!r}")
+    need = needs(c)
     for path in ("grpo.steps", "grpo.prompts_per_step", "grpo.num_generations",
                  "grpo.max_new_tokens", "grpo.max_prompt_tokens", "grpo.grad_accum",
                  "eval.num_problems", "eval.num_samples", "eval.curve_samples",
                  "pretrain.batch_size", "pretrain.seq_len", "pretrain.num_examples",
                  "checkpoint_every", "keep_checkpoints"):
-        v = _get(c, path)
-        need(isinstance(v, int) and not isinstance(v, bool) and v > 0, path, "an int > 0")
+        v = get(c, path)
+        need(is_int(v) and v > 0, path, "an int > 0")
     for path in ("pretrain.steps", "pretrain.warmup_steps", "grpo.warmup_steps", "eval.every",
                  "grpo.top_k", "pretrain.length_bucket"):
-        v = _get(c, path)
-        need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, path, "an int >= 0")
+        v = get(c, path)
+        need(is_int(v) and v >= 0, path, "an int >= 0")
     for path in ("grpo.learning_rate", "pretrain.learning_rate", "grpo.temperature"):
-        need(_get(c, path) > 0, path, "> 0")
+        need(get(c, path) > 0, path, "> 0")
     need(c.eval.temperature >= 0, "eval.temperature", ">= 0 (0: greedy)")
     need(0 < c.grpo.top_p <= 1, "grpo.top_p", "in (0, 1]")
     need(0 <= c.grpo.min_p < 1, "grpo.min_p", "in [0, 1)")
@@ -58,12 +57,6 @@ def _check_values(c) -> None:
     if c.task.checker not in rewards.CHECKERS:
         raise ValueError(f"config.task.checker must be one of {rewards.CHECKERS}, got "
                          f"{c.task.checker!r}")
-
-
-def _get(c, path: str):
-    for key in path.split("."):
-        c = c[key]
-    return c
 
 
 def settings(c) -> tuple[grpo.GRPOConfig, train.RolloutConfig, train.LoopConfig]:

@@ -19,7 +19,6 @@ low, high]) and `sampled_paired_last_minus_first`, and the same under `no_ration
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional, Sequence
@@ -27,8 +26,9 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from r1jax import evaluation, pretrain, prompts, rewards, sampler, sharding, stats, tasks, train
-from r1jax.reporting import MetricWriter, plot_curves, read_metrics
+from r1jax import evaluation, pretrain, prompts, sampler, sharding, stats, tasks, train
+from r1jax.config_checks import check_task, get, is_int, needs
+from r1jax.reporting import MetricWriter, plot_curves, read_json, read_metrics, write_json
 
 RUNS = {"star": True, "no_rationalization": False}   # run name -> rationalize
 
@@ -38,28 +38,16 @@ RUNS = {"star": True, "no_rationalization": False}   # run name -> rationalize
 def check_config(c) -> None:
     """Every value of config `c` a run uses, each failing with its full field path, before
     any work."""
-    def get(path: str):
-        value = c
-        for key in path.split("."):
-            value = value[key]
-        return value
-
-    def need(ok: bool, path: str, what: str):
-        if not ok:
-            raise ValueError(f"config.{path} must be {what}, got {get(path)!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    need = needs(c)
     for path in ("star.iterations", "star.num_train_problems", "star.samples_per_problem",
                  "star.keep_per_problem", "star.steps", "star.batch_size",
                  "star.max_new_tokens", "eval.num_problems", "eval.num_samples",
                  "pretrain.batch_size", "pretrain.seq_len", "pretrain.num_examples",
                  "checkpoint_every", "keep_checkpoints"):
-        need(is_int(get(path)) and get(path) > 0, path, "an int > 0")
+        need(is_int(get(c, path)) and get(c, path) > 0, path, "an int > 0")
     for path in ("star.few_shot_k", "star.warmup_steps", "pretrain.steps",
                  "pretrain.warmup_steps"):
-        need(is_int(get(path)) and get(path) >= 0, path, "an int >= 0")
+        need(is_int(get(c, path)) and get(c, path) >= 0, path, "an int >= 0")
     need(c.star.temperature > 0, "star.temperature", "> 0 (rationales are sampled)")
     need(c.eval.temperature >= 0, "eval.temperature", ">= 0 (0: greedy)")
     need(c.star.learning_rate > 0, "star.learning_rate", "> 0")
@@ -70,15 +58,7 @@ def check_config(c) -> None:
          "a string with the fields {question} and {answer}")
     need(c.task.template in prompts.TEMPLATES, "task.template",
          f"one of {sorted(prompts.TEMPLATES)}")
-    need(c.task.checker in rewards.CHECKERS, "task.checker", f"one of {rewards.CHECKERS}")
-    need(c.task.name in tasks.TASK_NAMES + ("gsm8k", "math"), "task.name",
-         f"one of {tasks.TASK_NAMES + ('gsm8k', 'math')}")
-    synthetic = c.task.name in tasks.TASK_NAMES
-    need(synthetic or bool(c.model.path), "model.path",
-         f"a local Hugging Face folder for task {c.task.name!r} (the tiny base knows only "
-         f"{tasks.TASK_NAMES})")
-    need(synthetic or bool(c.task.train_path and c.task.test_path), "task.train_path",
-         f"set, with config.task.test_path (local JSONL files) for task {c.task.name!r}")
+    check_task(c, f" (the tiny base knows only {tasks.TASK_NAMES})")
 
 
 def iteration_steps(c, i: int) -> int:
@@ -181,19 +161,6 @@ def solved_counts(examples: Sequence[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- the loop
 
-def _read(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write(path: str, value) -> None:
-    """Writes JSON atomically (a stopped run never leaves half a record)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def fine_tune(base_params, cfg, tok, examples: Sequence[dict], c, i: int, workdir: str,
               writer, mesh=None, show_progress: bool = True, stage: str = "star"):
     """The base fine-tuned on the examples (prompt -> completion) for iteration i's steps;
@@ -254,7 +221,8 @@ def iteration(ctx: Context, run_dir: str, i: int, data: Optional[list], rational
     `run_dir/iter_<i>/` when that iteration already finished."""
     c, d = ctx.c, os.path.join(run_dir, f"iter_{i}")
     if os.path.exists(os.path.join(d, "record.json")):
-        return _read(os.path.join(d, "record.json")), _read(os.path.join(d, "examples.json"))
+        return (read_json(os.path.join(d, "record.json")),
+                read_json(os.path.join(d, "examples.json")))
     t = time.time()
     steps = iteration_steps(c, i) if i and data else 0
     params = ctx.base_params
@@ -272,8 +240,8 @@ def iteration(ctx: Context, run_dir: str, i: int, data: Optional[list], rational
     record.update(solved_counts(examples), num_train_problems=len(ctx.train_problems),
                   seconds={"fine_tune": round(t_train, 1),
                            "evaluate_and_collect": round(time.time() - t - t_train, 1)})
-    _write(os.path.join(d, "examples.json"), examples)
-    _write(os.path.join(d, "record.json"), record)
+    write_json(os.path.join(d, "examples.json"), examples)
+    write_json(os.path.join(d, "record.json"), record)
     return record, examples
 
 
@@ -333,7 +301,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
                     "eval_samples_per_problem": c.eval.num_samples,
                     "eval_temperature": c.eval.temperature,
                     "seconds": round(time.time() - t_start, 1)})
-    _write(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results)
     make_plots(workdir)
     return results
 
