@@ -26,6 +26,19 @@ def sample_completions(params, cfg, tokenizer, prompt_texts: Sequence[str], key:
                           pad_id=tokenizer.pad_id, length=length, shard=shard)
 
 
+def sample_texts(params, cfg, tokenizer, prompt_texts: Sequence[str], key: jax.Array,
+                 sampling: sampler.SamplingConfig, *, batch_size: int = 64,
+                 shard=None) -> list[list[str]]:
+    """`sample_completions` in chunks of batch_size prompts (chunk j with fold_in(key, j)),
+    decoded: [len(prompt_texts)][sampling.num_samples] completion texts."""
+    texts = []
+    for j, start in enumerate(range(0, len(prompt_texts), batch_size)):
+        roll = sample_completions(params, cfg, tokenizer, prompt_texts[start:start + batch_size],
+                                  jax.random.fold_in(key, j), sampling, shard=shard)
+        texts += roll.texts(tokenizer)
+    return texts
+
+
 def score_completions(problems: Sequence[tasks.Problem], texts: Sequence[Sequence[str]],
                       lang: Optional[str] = "en") -> dict[str, np.ndarray]:
     """Rule scores [P, G] of each completion: correct, format, language consistency."""

@@ -13,8 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-import jax
-
 from r1jax import evaluation, prompts, rewards, sampler, tasks
 
 REASONS = ("malformed", "wrong", "language", "repetitive", "low_score", "duplicate",
@@ -83,21 +81,18 @@ def rejection_sample(params, cfg, tokenizer, problems: Sequence[tasks.Problem], 
                                       temperature=temperature)
     examples, total = [], Counter()
     solved = 0
-    for j, start in enumerate(range(0, len(problems), batch_size)):
-        chunk = problems[start:start + batch_size]
-        rendered = [prompts.render(template, p.question) for p in chunk]
-        roll = evaluation.sample_completions(params, cfg, tokenizer, rendered,
-                                             jax.random.fold_in(key, j), sampling, shard=shard)
-        for i, (problem, prompt, texts) in enumerate(zip(chunk, rendered, roll.texts(tokenizer))):
-            scores = None
-            if problem is None or not problem.answer:
-                scores = score_fn([prompt] * len(texts), texts) if score_fn else None
-                problem = None
-            kept, counts = filter_completions(problem, texts, keep, scores, **checks)
-            total.update(counts)
-            solved += bool(kept)
-            examples += [{"problem": start + i, "prompt": prompt, "completion": t}
-                         for t in kept]
+    rendered = [prompts.render(template, p.question) for p in problems]
+    sampled = evaluation.sample_texts(params, cfg, tokenizer, rendered, key, sampling,
+                                      batch_size=batch_size, shard=shard)
+    for i, (problem, prompt, texts) in enumerate(zip(problems, rendered, sampled)):
+        scores = None
+        if problem is None or not problem.answer:
+            scores = score_fn([prompt] * len(texts), texts) if score_fn else None
+            problem = None
+        kept, counts = filter_completions(problem, texts, keep, scores, **checks)
+        total.update(counts)
+        solved += bool(kept)
+        examples += [{"problem": i, "prompt": prompt, "completion": t} for t in kept]
     counts = {r: int(total.get(r, 0)) for r in ("kept",) + REASONS}
     counts.update(samples=len(problems) * num_samples, problems_with_kept=solved,
                   problems=len(problems))

@@ -244,9 +244,9 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
             if pending is not None:
                 _log_step(*pending, loop, writer, bar, stage)
             pending = (step, metrics)
-            if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \
-                    and step + 1 < loop.steps:
-                _write_eval(writer, step + 1, evaluate_fn(state.params, step + 1), stage)
+            evaluated = _periodic_eval(evaluate_fn, eval_every, step, loop, state.params)
+            if evaluated and writer is not None:
+                writer.write(step + 1, evaluated, stage)
             if (step + 1) % loop.checkpoint_every == 0 or flag["stop"]:
                 _log_step(*pending, loop, writer, bar, stage, force=True)
                 pending = None
@@ -257,10 +257,13 @@ def _fixed_example_loop(step_fn, state: TrainState, data: dict[str, np.ndarray],
     return state
 
 
-def _write_eval(writer: Optional[MetricWriter], step: int, metrics: dict, stage: str) -> None:
-    if writer is not None:
-        writer.write(step, {f"eval_{k}": v for k, v in metrics.items()
-                            if isinstance(v, (int, float, list, tuple))}, stage)
+def _periodic_eval(evaluate_fn, eval_every: int, step: int, loop: LoopConfig, params) -> dict:
+    """`evaluate_fn(params, step + 1)`'s numbers as eval_<name> when step + 1 is a multiple of
+    eval_every before the last step; {} otherwise (the loops' held-out curve points)."""
+    if evaluate_fn is None or not eval_every or (step + 1) % eval_every or step + 1 >= loop.steps:
+        return {}
+    return {f"eval_{k}": v for k, v in evaluate_fn(params, step + 1).items()
+            if isinstance(v, (int, float, list, tuple))}
 
 
 def run_sft(params, cfg: ModelConfig, tokens: np.ndarray, loss_mask: np.ndarray,
@@ -515,10 +518,7 @@ def run_grpo(params, cfg: ModelConfig, tokenizer, train_problems: Callable[[int,
                                ("overlong_penalty", "overlong_penalty")):
                 if name in rew:
                     metrics[key_] = float(rew[name].mean())
-            if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \
-                    and step + 1 < loop.steps:
-                metrics.update({f"eval_{k}": v for k, v in evaluate_fn(state.params, step + 1)
-                                .items() if isinstance(v, (int, float, list, tuple))})
+            metrics.update(_periodic_eval(evaluate_fn, eval_every, step, loop, state.params))
             if writer is not None:
                 writer.write(step + 1, metrics, stage)
                 if step % loop.log_every == 0:   # two sampled completions, as people read them
@@ -663,10 +663,7 @@ def run_on_policy_distill(params, cfg: ModelConfig, teacher_params, teacher_cfg:
                            prompt_tokens=float(np.sum(roll.prompt_lengths)),
                            update_tokens=float(B * length), rollout_seconds=t_rollout,
                            step_seconds=time.perf_counter() - t0)
-            if evaluate_fn is not None and eval_every and (step + 1) % eval_every == 0 \
-                    and step + 1 < loop.steps:
-                metrics.update({f"eval_{k}": v for k, v in evaluate_fn(state.params, step + 1)
-                                .items() if isinstance(v, (int, float, list, tuple))})
+            metrics.update(_periodic_eval(evaluate_fn, eval_every, step, loop, state.params))
             if writer is not None:
                 writer.write(step + 1, metrics, stage)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")

@@ -129,7 +129,6 @@ class Context:
         self.c, self.workdir, self.cfg, self.tok = c, workdir, cfg, tok
         self.base_params, self.writer, self.mesh = base_params, writer, mesh
         self.show_progress = show_progress
-        self.base_record = None          # the base's held-out record, once evaluated
         self.shard = None if mesh is None else sharding.make_shard_fn(mesh)
         self.eval_problems = pretrain.load_problems(c, "test", c.eval.num_problems,
                                                     seed=c.seed + 1)
@@ -455,20 +454,6 @@ def r1_zero_reference(ctx: Context) -> dict:
 
 # ----------------------------------------------------------------------------- ablation
 
-def _sample_texts(ctx: Context, params, rendered, num_samples: int, key, batch_size: int = 64):
-    """num_samples completions [len(rendered)][num_samples] of each rendered prompt."""
-    sampling = sampler.SamplingConfig(max_new_tokens=ctx.c.reasoning_rl.max_new_tokens,
-                                      num_samples=num_samples, temperature=1.0)
-    texts = []
-    for j, start in enumerate(range(0, len(rendered), batch_size)):
-        roll = evaluation.sample_completions(params, ctx.cfg, ctx.tok,
-                                             rendered[start:start + batch_size],
-                                             jax.random.fold_in(key, j), sampling,
-                                             shard=ctx.shard)
-        texts += roll.texts(ctx.tok)
-    return texts
-
-
 def train_outcome_model(ctx: Context, d: str):
     """An ORM (value head over a copy of the base's trunk) trained on base samples of train
     problems labelled by the rule checker; the last fifth of the problems is held out.
@@ -476,8 +461,10 @@ def train_outcome_model(ctx: Context, d: str):
     c, a = ctx.c, ctx.c.orm_ablation
     problems = pretrain.load_problems(c, "train", a.num_problems, seed=c.seed + 11)
     rendered = [prompts.render(c.task.template, p.question) for p in problems]
-    texts = _sample_texts(ctx, ctx.base_params, rendered, a.samples_per_problem,
-                          jax.random.fold_in(ctx.key, 11))
+    sampling = sampler.SamplingConfig(max_new_tokens=c.reasoning_rl.max_new_tokens,
+                                      num_samples=a.samples_per_problem, temperature=1.0)
+    texts = evaluation.sample_texts(ctx.base_params, ctx.cfg, ctx.tok, rendered,
+                                    jax.random.fold_in(ctx.key, 11), sampling, shard=ctx.shard)
     flat = [(q, t, tasks.task_accuracy_reward(p, t))
             for p, q, row in zip(problems, rendered, texts) for t in row]
     n_train = (len(problems) - len(problems) // 5) * a.samples_per_problem
@@ -505,7 +492,7 @@ def train_outcome_model(ctx: Context, d: str):
     return score, info
 
 
-def orm_ablation(ctx: Context):
+def orm_ablation(ctx: Context, base_record: dict):
     """DeepSeek-R1's "unsuccessful attempt" at tiny scale: GRPO from the base (as R1-Zero)
     with the ORM's probability of correctness as the only reward, for orm_ablation.rl_steps,
     the rule checker only watching (the rollouts' "accuracy" in the metrics). The record holds
@@ -543,7 +530,7 @@ def orm_ablation(ctx: Context):
                             eval_every=c.eval.every, reward_fn=reward_fn, mesh=ctx.mesh,
                             show_progress=ctx.show_progress)
     rec = _record(ctx, "orm_ablation", params, {"rl_steps": a.rl_steps, "orm": orm}, t0)
-    rec["curve"] = orm_curve(ctx.workdir, ctx.base_record, rec)
+    rec["curve"] = orm_curve(ctx.workdir, base_record, rec)
     write_json(os.path.join(d, "record.json"), rec, default=float)
     return rec
 
@@ -619,8 +606,7 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     params, records["sft_union"] = stage_sft_union(ctx, examples)
     params, records["final_rl"] = stage_final_rl(ctx, params)
     r1_zero = r1_zero_reference(ctx)
-    ctx.base_record = base_rec
-    ablation = orm_ablation(ctx)
+    ablation = orm_ablation(ctx, base_rec)
     writer.close()
     curve = rl_curve(c, workdir, records)
     final = records["final_rl"]
