@@ -102,7 +102,8 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
     language_consistency, pass@k / majority@k with
     intervals for each k in `pass_ks` that is <= num_samples, and `examples` (a few decoded
     completions). With `extra_scores(problem, completion) -> {name: value in [0, 1]}`, each
-    name's mean over all completions and its interval over problems (`<name>_ci`) are added.
+    name's mean over all completions, its interval over problems (`<name>_ci`) and its
+    per-problem means (`per_problem_<name>`) are added.
     """
     sampling = sampler.SamplingConfig(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                       temperature=temperature)
@@ -143,4 +144,5 @@ def evaluate(params, cfg, tokenizer, problems: Sequence[tasks.Problem], key: jax
             per = np.array([[float(r[name]) for r in row] for row in rows]).mean(axis=1)
             result[name] = float(per.mean())
             result[f"{name}_ci"] = _interval(per)
+            result[f"per_problem_{name}"] = [round(float(x), 6) for x in per]
     return result

@@ -112,11 +112,13 @@ def _scorer(vparams, cfg, tokenizer, squash: bool, batch_size: int, length: int)
     return score
 
 
-def bt_scorer(vparams, cfg, tokenizer, batch_size: int = 64, length: int = 256) -> ScoreFn:
+def bt_scorer(vparams, cfg, tokenizer, batch_size: int = 64, length: int = 256,
+              squash: bool = False) -> ScoreFn:
     """The Bradley-Terry reward r (the value head at the last token of prompt + completion,
     encoded as `verifiers.make_pair_batch` encodes pairs, padded to `length` tokens; a longer
-    one keeps its last `length` tokens) of each (prompt, completion)."""
-    return _scorer(vparams, cfg, tokenizer, False, batch_size, length)
+    one keeps its last `length` tokens) of each (prompt, completion); with `squash`,
+    sigmoid(r) in (0, 1) (the same order: the probability of beating a reply scored 0)."""
+    return _scorer(vparams, cfg, tokenizer, squash, batch_size, length)
 
 
 def orm_scorer(vparams, cfg, tokenizer, batch_size: int = 64, length: int = 256) -> ScoreFn:

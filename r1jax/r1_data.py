@@ -11,8 +11,9 @@ Bradley-Terry reward model.
   "digits" (number words of the corpus's two languages to digits: "forty-two in digits" -> 42,
   "quarante-deux en chiffres" -> 42), "translate" (number words and the solver's step words
   between English and French: "sept in english" -> seven), "direct" (one addition asked
-  directly: "what is 3+4" -> 7). Their own train / test split (by a hash of the question,
-  `NONREASONING_TEST_FRACTION`). The reply is " <answer>{answer}</answer>"; the rule scorer
+  directly: "what is 3+4" -> 7), each asked in one of two wordings ("... in digits", "write
+  ... in digits"). Their own train / test split, by wording: train asks every fact in one
+  wording, test asks `NONREASONING_TEST_FRACTION` of them in the other. The reply is " <answer>{answer}</answer>"; the rule scorer
   (`nonreasoning_score`) gives 1 for that, 0.5 for the right answer with more words around it,
   0 for a wrong (or wrong-language) answer.
 * Preference pairs (`preference_pairs`): per non-reasoning prompt, the correct, concise,
@@ -32,7 +33,7 @@ from r1jax import prompts, rewards, tasks
 SUMMARY = {"en": "the result is {answer}.", "fr": "le résultat est {answer}."}
 NONREASONING_TASK = "nonreasoning"
 NONREASONING_KINDS = ("digits", "translate", "direct")
-NONREASONING_TEST_FRACTION = 0.25
+NONREASONING_TEST_FRACTION = 0.4   # of the facts: asked in their other wording in test
 NONREASONING_TEMPLATE = "at_once_short"
 
 
@@ -129,55 +130,77 @@ def number_word(n: int, language: str) -> str:
 
 # The solver's step words, translated (every one is in rewards.LANGUAGE_WORDS).
 STEP_WORDS = tuple((tasks.PHRASES["en"][k], tasks.PHRASES["fr"][k]) for k in tasks.PHRASES["en"])
-_ASK = {"digits": {"en": "{x} in digits", "fr": "{x} en chiffres"},
-        "translate": {"en": "{x} in french", "fr": "{x} en anglais"},
-        "direct": {"en": "what is {x}", "fr": "combien font {x}"}}
+# Two wordings of each kind of question, per question language.
+_ASK = {"digits": {"en": ("{x} in digits", "write {x} in digits"),
+                   "fr": ("{x} en chiffres", "écris {x} en chiffres")},
+        "translate": {"en": ("{x} in french", "say {x} in french"),
+                      "fr": ("{x} en anglais", "dis {x} en anglais")},
+        "direct": {"en": ("what is {x}", "compute {x}"),
+                   "fr": ("combien font {x}", "calcule {x}")}}
 
 
-def _nonreasoning_space() -> list[tuple[str, str, str, str]]:
-    """Every (kind, question language, question, answer) of the non-reasoning tasks."""
+def _facts() -> list[tuple[str, str, str, str]]:
+    """Every (kind, question language, subject, answer) of the non-reasoning tasks."""
     out = []
     for lang in ("en", "fr"):
         other = "fr" if lang == "en" else "en"
         for n in range(100):
-            out.append(("digits", lang, _ASK["digits"][lang].format(x=number_word(n, lang)),
-                        str(n)))
-            out.append(("translate", lang, _ASK["translate"][lang].format(
-                x=number_word(n, lang)), number_word(n, other)))
+            out.append(("digits", lang, number_word(n, lang), str(n)))
+            out.append(("translate", lang, number_word(n, lang), number_word(n, other)))
         for en, fr in STEP_WORDS:
             word, target = (en, fr) if lang == "en" else (fr, en)
-            out.append(("translate", lang, _ASK["translate"][lang].format(x=word), target))
+            out.append(("translate", lang, word, target))
         for a in range(1, 10):
             for b in range(1, 10):
-                out.append(("direct", lang, _ASK["direct"][lang].format(x=f"{a}+{b}"),
-                            str(a + b)))
+                out.append(("direct", lang, f"{a}+{b}", str(a + b)))
     return out
 
 
-def nonreasoning_split_of(question: str) -> str:
-    """"test" for NONREASONING_TEST_FRACTION of the questions (by a hash of the text)."""
-    h = int.from_bytes(hashlib.sha256(("nr/" + question).encode("utf-8")).digest()[:4], "big")
-    return "test" if h < NONREASONING_TEST_FRACTION * 2 ** 32 else "train"
+def _hash01(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big") / 2 ** 32
+
+
+def _nonreasoning_space() -> list[tuple[str, str, str, str, str, str, int]]:
+    """Every (split, kind, question language, question, answer, subject, wording).
+
+    The split is by wording, not by fact: each fact is asked in train in one of its two
+    wordings (chosen by a hash of the fact); for NONREASONING_TEST_FRACTION of the facts the
+    other wording is a test question. A held-out question thus asks, in words the policy never
+    saw with it, a fact that the train questions state — the tiny corpus teaches no number
+    words, so a fact held out altogether tests knowledge no stage can give, not behaviour."""
+    out = []
+    for kind, lang, x, answer in _facts():
+        key = f"{kind}/{lang}/{x}"
+        train_wording = int(_hash01("nr-wording/" + key) < 0.5)
+        out.append(("train", kind, lang, _ASK[kind][lang][train_wording].format(x=x), answer, x,
+                    train_wording))
+        if _hash01("nr-test/" + key) < NONREASONING_TEST_FRACTION:
+            out.append(("test", kind, lang, _ASK[kind][lang][1 - train_wording].format(x=x),
+                        answer, x, 1 - train_wording))
+    return out
 
 
 def nonreasoning_problems(seed: int, n: int, split: str = "train",
                           kinds: Sequence[str] = NONREASONING_KINDS) -> list[tasks.Problem]:
     """n distinct non-reasoning problems of `split` (fewer when the split has fewer), shuffled
-    by `seed`: task "nonreasoning", metadata {"kind", "lang"} ("lang": the language the answer
-    and any words around it should be in: the question's, and for translations the other)."""
+    by `seed`: task "nonreasoning", metadata {"kind", "lang", "subject", "wording"} ("lang":
+    the language the answer and any words around it should be in: the question's, and for
+    translations the other; "subject": what is asked about, "forty-two" or "3+4"; "wording":
+    0 or 1, which of the kind's two wordings asks it)."""
     if split not in tasks.SPLITS:
         raise ValueError(f"split must be one of {tasks.SPLITS}, got {split!r}")
     unknown = set(kinds) - set(NONREASONING_KINDS)
     if unknown or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {NONREASONING_KINDS}, got "
                          f"{tuple(kinds)}")
-    pool = [(k, lang, q, a) for k, lang, q, a in _nonreasoning_space()
-            if k in kinds and nonreasoning_split_of(q) == split]
+    pool = [row[1:] for row in _nonreasoning_space() if row[0] == split and row[1] in kinds]
     random.Random(f"nonreasoning/{split}/{seed}").shuffle(pool)
     out = []
-    for kind, lang, q, a in pool[:n]:
+    for kind, lang, q, a, subject, wording in pool[:n]:
         target = ("fr" if lang == "en" else "en") if kind == "translate" else lang
-        out.append(tasks.Problem(q, a, NONREASONING_TASK, {"kind": kind, "lang": target}))
+        out.append(tasks.Problem(q, a, NONREASONING_TASK,
+                                 {"kind": kind, "lang": target, "subject": subject,
+                                  "wording": wording}))
     return out
 
 

@@ -99,6 +99,11 @@ def test_r1_five_stages_against_r1_zero(tiny_base, tiny_r1_zero, tmp_path):
     assert res["reward_model"]["pairwise_accuracy"] >= 0.7
     assert res["rl_curve"]["r1"][0][0] == 0 and len(res["rl_curve"]["r1_zero"]) >= 2
     assert "final_minus_r1_zero" in res    # same held-out problems: paired difference
+    # stage 5 against stage 4 on the same reasoning problems and non-reasoning questions
+    diff = res["stage5_minus_stage4"]
+    assert set(diff) == {"greedy", "sampled", "non_reasoning_greedy", "non_reasoning_sampled"}
+    assert all(lo <= d <= hi for d, lo, hi in diff.values())
+    assert len(final["per_problem"]["non_reasoning_sampled"]) == SMALL["eval.num_nonreasoning"]
     # the ablation: GRPO on a learned ORM's score, the rule checker only watching
     abl = res["orm_ablation"]
     assert abl["rl_steps"] == 4 and abl["orm"]["num_train"] == 52 * 4

@@ -108,18 +108,30 @@ def test_nonreasoning_problems_split_and_answers():
     train = r1_data.nonreasoning_problems(0, 10_000, "train")
     test = r1_data.nonreasoning_problems(0, 10_000, "test")
     assert not {p.question for p in train} & {p.question for p in test}
-    n = len(train) + len(test)
-    assert n == 2 * (200 + 3 + 81)
-    assert 0.18 < len(test) / n < 0.32
+    facts = 2 * (200 + 3 + 81)
+    assert len(train) == facts                      # every fact once, in one of two wordings
+    assert 0.3 < len(test) / facts < 0.5
     assert {p.metadata["kind"] for p in test} == set(r1_data.NONREASONING_KINDS)
+    assert {p.metadata["wording"] for p in train} == {0, 1}
+    # Split by wording: each test question asks a train fact in the other wording.
+    fact = lambda p: (p.metadata["kind"], p.metadata["lang"], p.metadata["subject"])  # noqa
+    train_by_fact = {fact(p): p for p in train}
+    assert len(train_by_fact) == facts
+    for p in test:
+        seen = train_by_fact[fact(p)]
+        assert seen.answer == p.answer and seen.metadata["wording"] != p.metadata["wording"]
+        assert seen.metadata["subject"] in p.question and seen.metadata["subject"] in seen.question
     words = {p.question: p for p in train + test}
-    assert words["forty-two in digits"].answer == "42"
-    assert words["quarante-deux en chiffres"].answer == "42"
-    assert words["sept en anglais"].answer == "seven"
-    assert words["sept en anglais"].metadata["lang"] == "en"
-    assert words["seven in french"].answer == "sept"
-    assert words["first in french"].answer == "d'abord"
-    assert words["what is 3+4"].answer == "7" and words["combien font 3+4"].answer == "7"
+    for q, answer, lang in (("forty-two in digits", "42", "en"),
+                            ("write forty-two in digits", "42", "en"),
+                            ("quarante-deux en chiffres", "42", "fr"),
+                            ("sept en anglais", "seven", "en"), ("dis sept en anglais", "seven", "en"),
+                            ("seven in french", "sept", "fr"), ("say first in french", "d'abord", "fr"),
+                            ("first in french", "d'abord", "fr"), ("what is 3+4", "7", "en"),
+                            ("calcule 3+4", "7", "fr"), ("combien font 3+4", "7", "fr")):
+        if q in words:    # each fact is there in one wording at least
+            assert (words[q].answer, words[q].metadata["lang"]) == (answer, lang), q
+    assert sum(q in words for q in ("forty-two in digits", "write forty-two in digits")) >= 1
     # same seed, same list; a seed shuffles
     assert r1_data.nonreasoning_problems(0, 20) == train[:20]
     assert r1_data.nonreasoning_problems(1, 20) != train[:20]
@@ -291,6 +303,7 @@ def test_evaluate_extra_scores_and_rejection_sample_count_every_sample(tiny_mode
     assert len(seen) == 6 and [q for q, _ in seen[::2]] == [p.question for p in problems]
     per = np.array([float(len(t) < 20) for _, t in seen]).reshape(3, 2).mean(axis=1)
     assert res["short"] == pytest.approx(per.mean())
+    np.testing.assert_allclose(res["per_problem_short"], per, atol=1e-6)   # for paired diffs
     lo, hi = res["short_ci"]
     assert lo <= res["short"] <= hi
     assert "r1_format" in res and "accuracy" in res   # the old keys stay
@@ -320,6 +333,9 @@ def test_bt_scorer_matches_the_training_encoding(tiny_model):
     got_r = score([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
     np.testing.assert_allclose(got_c, want_c, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got_r, want_r, rtol=1e-4, atol=1e-5)
+    squashed = mixed_reward.bt_scorer(v, cfg, tok, batch_size=3, squash=True)
+    np.testing.assert_allclose(squashed([p["prompt"] for p in pairs], [p["chosen"] for p in pairs]),
+                               1 / (1 + np.exp(-want_c)), rtol=1e-4)
     orm = mixed_reward.orm_scorer(v, cfg, tok, batch_size=3)
     np.testing.assert_allclose(orm([pairs[0]["prompt"]], [pairs[0]["chosen"]]),
                                1 / (1 + np.exp(-want_c[:1])), rtol=1e-4)

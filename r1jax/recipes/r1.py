@@ -178,7 +178,9 @@ class Context:
             "greedy_non_reasoning_score": ng["score"],
             "greedy_non_reasoning_score_ci": ng["score_ci"],
             "mean_length": s["mean_length"], "mean_length_ci": s["mean_length_ci"],
-            "per_problem": {"greedy": g["per_problem"], "sampled": s["per_problem"]},
+            "per_problem": {"greedy": g["per_problem"], "sampled": s["per_problem"],
+                            "non_reasoning_greedy": ng["per_problem_score"],
+                            "non_reasoning_sampled": ns["per_problem_score"]},
             "examples": {"greedy": [list(e) for e in g["examples"][:2]],
                          "non_reasoning": [list(e) for e in ng["examples"][:2]]},
         }
@@ -341,7 +343,8 @@ def stage_sft_union(ctx: Context, examples):
 
 def train_reward_model(ctx: Context, params, d: str):
     """The Bradley-Terry model over a copy of `params`' trunk, trained on preference pairs of
-    the train non-reasoning questions; (vparams, held-out pairwise accuracy)."""
+    the train non-reasoning questions; (score_fn: r, or sigmoid(r) with final_rl.rm_sigmoid,
+    held-out pairwise accuracy)."""
     c = ctx.c
     tmpl = c.nonreasoning.template
     train_pairs = r1_data.preference_pairs(ctx.train_nonreasoning, c.seed, tmpl)
@@ -358,7 +361,7 @@ def train_reward_model(ctx: Context, params, d: str):
     vparams = train.run_verifier(vparams, ctx.cfg, "bt", batch, loop, os.path.join(d, "rm"),
                                  batch_size=m.batch_size, stage="reward_model",
                                  writer=ctx.writer, show_progress=ctx.show_progress)
-    score = mixed_reward.bt_scorer(vparams, ctx.cfg, ctx.tok)
+    score = mixed_reward.bt_scorer(vparams, ctx.cfg, ctx.tok, squash=c.final_rl.rm_sigmoid)
     acc = mixed_reward.pairwise_accuracy(score, test_pairs)
     acc["pairwise_accuracy_ci"] = list(stats.wilson_interval(
         acc["pairwise_accuracy"] * acc["num_pairs"], acc["num_pairs"]))
@@ -634,7 +637,8 @@ def run(c, workdir: str, show_progress: bool = True) -> dict:
     results["stage5_minus_stage4"] = {
         k: list(stats.paired_difference(final["per_problem"][k],
                                         records["sft_union"]["per_problem"][k]))
-        for k in ("greedy", "sampled")}
+        for k in ("greedy", "sampled", "non_reasoning_greedy", "non_reasoning_sampled")
+        if k in records["sft_union"]["per_problem"]}   # (records of older runs lack the last two)
     write_json(os.path.join(workdir, "results.json"), results, default=float)
     make_plots(workdir, results)
     return results
@@ -717,6 +721,6 @@ def results_table(results: dict) -> str:
                      f"sampled]: {a['curve']}")
     for key in ("final_minus_r1_zero", "stage5_minus_stage4"):
         if key in results:
-            lines.append(f"{key} (paired, greedy / sampled): " + " / ".join(
-                f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" for d in results[key].values()))
+            lines.append(f"{key} (paired): " + "; ".join(
+                f"{k} {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" for k, d in results[key].items()))
     return "\n".join(lines)
