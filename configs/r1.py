@@ -43,6 +43,7 @@ def _rl(steps: int, language_weight: float) -> ml_collections.ConfigDict:
     g.accuracy_weight = 1.0
     g.format_weight = 0.5
     g.language_weight = language_weight   # share of the chain of thought in the target language
+    g.advantage_scale = "group_std"   # GRPO; "none": Dr. GRPO's unscaled r - mean of the group
     return g
 
 

@@ -21,6 +21,7 @@ from r1jax.recipes import r1
     ("cold_start.path", "/nonexistent.jsonl", "config.cold_start.path must be an existing file"),
     ("orm_ablation.steps", 0, "config.orm_ablation.steps must be an int > 0"),
     ("orm_ablation.rl_steps", -1, "config.orm_ablation.rl_steps must be an int >= 0"),
+    ("final_rl.advantage_scale", "std", "config.final_rl.advantage_scale must be one of"),
 ])
 def test_bad_values_fail_naming_their_field(path, value, message, tmp_path):
     c = config_with("r1", "tiny", **{path: value})
@@ -59,9 +60,11 @@ def test_orm_curve_reads_the_ablation_rows_last_write_wins(tmp_path):
 
 
 # Sized to what the assertions need: a shorter reasoning RL and final RL than the tiny config,
-# fewer held-out samples; the R1-Zero side is the shared fixture (40 GRPO steps).
+# fewer held-out samples; 100 SFT steps on 300 non-reasoning examples in the union (all 568 at 60
+# steps left the final format rate at 0.745); the R1-Zero side is the shared fixture (40 GRPO steps).
 SMALL = {"reasoning_rl.steps": 10, "final_rl.steps": 6, "rejection.num_problems": 128,
-         "sft.steps": 60, "reward_model.steps": 40, "eval.num_samples": 2,
+         "sft.steps": 100, "nonreasoning.num_train": 300, "reward_model.steps": 40,
+         "eval.num_samples": 2,
          "eval.num_nonreasoning": 60, "eval.every": 5, "orm_ablation.rl_steps": 4,
          "orm_ablation.num_problems": 64, "orm_ablation.steps": 20}
 ACCURACY_MARGIN = 0.15   # final greedy accuracy >= R1-Zero's - this

@@ -91,6 +91,9 @@ def check_config(c) -> None:
     need(c.final_rl.rm_weight + c.final_rl.rule_weight > 0, "final_rl.rm_weight",
          "> 0 or final_rl.rule_weight > 0 (non-reasoning prompts need a reward)")
     need(0 <= c.final_rl.nonreasoning_share < 1, "final_rl.nonreasoning_share", "in [0, 1)")
+    for stage in ("reasoning_rl", "final_rl"):
+        need(c[stage].advantage_scale in grpo.ADVANTAGE_SCALES, f"{stage}.advantage_scale",
+             f"one of {grpo.ADVANTAGE_SCALES}")
     need(0 <= c.rejection.min_language <= 1, "rejection.min_language", "in [0, 1]")
     need(0 <= c.eval.reach_accuracy <= 1, "eval.reach_accuracy", "in [0, 1]")
     need(c.eval.temperature > 0, "eval.temperature", "> 0 (the sampled evaluation)")
@@ -206,7 +209,8 @@ def _sft(ctx: Context, params, examples, s, stage_dir: str, stage: str, seed: in
 def _grpo_settings(g, template: str, steps: int, seed: int):
     grpo_cfg = grpo.GRPOConfig(num_generations=g.num_generations, beta=g.beta,
                                epsilon_low=g.epsilon, epsilon_high=g.epsilon,
-                               grad_accum=g.grad_accum, max_len=g.max_new_tokens)
+                               grad_accum=g.grad_accum, max_len=g.max_new_tokens,
+                               advantage_scale=g.advantage_scale)
     rollout = train.RolloutConfig(prompts_per_step=g.prompts_per_step,
                                   max_new_tokens=g.max_new_tokens,
                                   max_prompt_tokens=g.max_prompt_tokens,
