@@ -13,9 +13,9 @@ Bradley-Terry reward model.
   between English and French: "sept in english" -> seven), "direct" (one addition asked
   directly: "what is 3+4" -> 7), each asked in one of two wordings ("... in digits", "write
   ... in digits"). Their own train / test split, by wording: train asks every fact in one
-  wording, test asks `NONREASONING_TEST_FRACTION` of them in the other. The reply is " <answer>{answer}</answer>"; the rule scorer
-  (`nonreasoning_score`) gives 1 for that, 0.5 for the right answer with more words around it,
-  0 for a wrong (or wrong-language) answer.
+  wording, test asks `NONREASONING_TEST_FRACTION` of them in the other. The reply is
+  " <answer>{answer}</answer>"; the rule scorer (`nonreasoning_score`) gives 1 for that, 0.5
+  for the right answer with more words around it, 0 for a wrong (or wrong-language) answer.
 * Preference pairs (`preference_pairs`): per non-reasoning prompt, the correct, concise,
   same-language reply is chosen over a wrong, a verbose and a mixed-language one.
 

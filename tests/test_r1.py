@@ -61,7 +61,8 @@ def test_orm_curve_reads_the_ablation_rows_last_write_wins(tmp_path):
 
 # Sized to what the assertions need: a shorter reasoning RL and final RL than the tiny config,
 # fewer held-out samples; 100 SFT steps on 300 non-reasoning examples in the union (all 568 at 60
-# steps left the final format rate at 0.745); the R1-Zero side is the shared fixture (40 GRPO steps).
+# steps left the final format rate at 0.745); the R1-Zero side is the shared fixture (40 GRPO
+# steps).
 SMALL = {"reasoning_rl.steps": 10, "final_rl.steps": 6, "rejection.num_problems": 128,
          "sft.steps": 100, "nonreasoning.num_train": 300, "reward_model.steps": 40,
          "eval.num_samples": 2,

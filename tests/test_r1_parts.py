@@ -125,8 +125,10 @@ def test_nonreasoning_problems_split_and_answers():
     for q, answer, lang in (("forty-two in digits", "42", "en"),
                             ("write forty-two in digits", "42", "en"),
                             ("quarante-deux en chiffres", "42", "fr"),
-                            ("sept en anglais", "seven", "en"), ("dis sept en anglais", "seven", "en"),
-                            ("seven in french", "sept", "fr"), ("say first in french", "d'abord", "fr"),
+                            ("sept en anglais", "seven", "en"),
+                            ("dis sept en anglais", "seven", "en"),
+                            ("seven in french", "sept", "fr"),
+                            ("say first in french", "d'abord", "fr"),
                             ("first in french", "d'abord", "fr"), ("what is 3+4", "7", "en"),
                             ("calcule 3+4", "7", "fr"), ("combien font 3+4", "7", "fr")):
         if q in words:    # each fact is there in one wording at least
